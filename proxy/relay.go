@@ -1,0 +1,837 @@
+package proxy
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/wsgate/wsgate/wsframe"
+)
+
+// ChunkSize is the largest payload piece the relay moves at once. A frame longer than this is
+// forwarded as several fragments of at most ChunkSize bytes, so memory per direction is
+// bounded by one pooled buffer however large the frame, and control frames can go between
+// the pieces.
+const ChunkSize = 32 << 10
+
+// readerSize is the size of each side's bufio.Reader.
+const readerSize = 4 << 10
+
+// bufSize is a pooled output buffer: one maximal header plus one chunk, or a batch of small
+// frames that were already buffered.
+const bufSize = wsframe.MaxHeaderSize + ChunkSize
+
+var bufPool = sync.Pool{New: func() any { return new([bufSize]byte) }}
+
+// testPanicHook, when set, is called by a pump with every valid frame header it reads. Only
+// this package's tests set it (before any pair runs), to inject a panic into one connection
+// and check that the pump's recover contains it. Nil in production: one untaken branch per
+// frame.
+var testPanicHook func(src Side, h wsframe.Header)
+
+// Side names a connection of a pair.
+type Side uint8
+
+// The two sides of a pair.
+const (
+	SideClient Side = iota
+	SideBackend
+)
+
+func (s Side) String() string {
+	if s == SideClient {
+		return "client"
+	}
+	return "backend"
+}
+
+// Options configure a relayed pair. Zero durations and sizes mean "off".
+type Options struct {
+	MaxFrameSize   int64
+	MaxMessageSize int64
+	ValidateUTF8   bool
+	IdleTimeout    time.Duration
+	PingInterval   time.Duration
+	PongTimeout    time.Duration
+	CloseTimeout   time.Duration
+	WriteTimeout   time.Duration
+	// ClientLimiter and BackendLimiter, when set, meter data read from that side.
+	ClientLimiter  *Limiter
+	BackendLimiter *Limiter
+	// OnLimit, if set, is called (from a pump goroutine) when a limit fires, with its name.
+	OnLimit func(side Side, limit string)
+	Logger  *slog.Logger
+}
+
+// DirStats counts what one pump read from its side and forwarded.
+type DirStats struct {
+	DataFrames    uint64 // data frames read
+	ControlFrames uint64 // control frames read
+	Bytes         uint64 // payload bytes of data frames read
+	Messages      uint64 // complete data messages read
+}
+
+// CloseInfo says how one side's closing went.
+type CloseInfo struct {
+	// Received is the code the side sent in its close frame (1005 if it sent none; 0 if it
+	// sent no close frame at all); ReceivedReason its reason.
+	Received       wsframe.CloseCode
+	ReceivedReason string
+	// Sent is the code the gateway wrote to the side (0 if it wrote none).
+	Sent       wsframe.CloseCode
+	SentReason string
+}
+
+// Result summarises a finished pair, for the access log and metrics.
+type Result struct {
+	Client, Backend   DirStats  // frames read from each side
+	ClientClose       CloseInfo // the client side's close
+	BackendClose      CloseInfo // the backend side's close
+	ClosedBy          string    // "client", "backend" or "gateway": who started the close
+	Cause             string    // short reason when the gateway started it
+	Start, End        time.Time
+	ProtocolErrorCode wsframe.CloseCode // the code sent for a protocol/limit error, if any
+}
+
+// side is one connection of a pair.
+type side struct {
+	who   Side
+	conn  net.Conn
+	br    *bufio.Reader
+	role  wsframe.Role // how frames read from this side are checked
+	mask  bool         // frames written to this side are masked (the backend)
+	lim   *Limiter
+	stats DirStats // owned by the pump reading this side
+
+	// Guarded by wmu: a frame's header and payload are written as one unit.
+	wmu       sync.Mutex
+	closeSent bool
+	wdeadline time.Time
+	ctrl      [wsframe.MaxHeaderSize + wsframe.MaxControlPayload]byte
+
+	// Guarded by pair.mu.
+	recvClose bool
+	gone      bool
+	info      CloseInfo
+
+	awaitPong atomic.Bool
+	ctrlIn    [wsframe.MaxControlPayload]byte // owned by the pump reading this side
+}
+
+// Pair relays frames between a client and a backend connection.
+type Pair struct {
+	opts    Options
+	log     *slog.Logger
+	client  side
+	backend side
+
+	mu         sync.Mutex
+	closedBy   string
+	cause      string
+	protoCode  wsframe.CloseCode
+	finished   bool
+	closeTimer *time.Timer
+
+	active     atomic.Bool // a data frame moved since the last idle check
+	idleCount  int         // owned by the idle timer
+	idleTimer  *time.Timer
+	pingTimer  *time.Timer
+	pingPhase  bool // owned by the ping timer: true while waiting for pongs
+	timerMu    sync.Mutex
+	timersDone bool
+	timerWG    sync.WaitGroup
+	done       chan struct{} // closed by finish
+
+	start time.Time
+	wg    sync.WaitGroup
+}
+
+// NewPair prepares a relay between an upgraded client connection (read through cr, which may
+// hold bytes that arrived with the handshake) and an upgraded backend connection.
+func NewPair(client net.Conn, cr *bufio.Reader, backend net.Conn, br *bufio.Reader, opts Options) *Pair {
+	p := &Pair{opts: opts, log: opts.Logger, done: make(chan struct{})}
+	if p.log == nil {
+		p.log = slog.Default()
+	}
+	p.client = side{who: SideClient, conn: client, br: cr, role: wsframe.RoleServer, lim: opts.ClientLimiter}
+	p.backend = side{who: SideBackend, conn: backend, br: br, role: wsframe.RoleClient, mask: true, lim: opts.BackendLimiter}
+	return p
+}
+
+// Run relays until both sides are closed and returns what happened. It owns two pump
+// goroutines and the keepalive timers, and returns only after all of them have ended.
+func (p *Pair) Run() Result {
+	p.start = time.Now()
+	p.startTimers()
+	p.wg.Add(2)
+	go p.pump(&p.client, &p.backend)
+	go p.pump(&p.backend, &p.client)
+	p.wg.Wait()
+	p.client.conn.Close()
+	p.backend.conn.Close()
+	p.stopTimers()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return Result{
+		Client: p.client.stats, Backend: p.backend.stats,
+		ClientClose: p.client.info, BackendClose: p.backend.info,
+		ClosedBy: p.closedBy, Cause: p.cause, ProtocolErrorCode: p.protoCode,
+		Start: p.start, End: time.Now(),
+	}
+}
+
+// Shutdown starts a gateway close of both sides with code and reason (drain: 1001 "going
+// away"), waits for their replies up to CloseTimeout, then ends the pair. It does not block.
+func (p *Pair) Shutdown(code wsframe.CloseCode, reason string) {
+	p.spawn(func() { p.fail(nil, code, reason, code, reason, "shutdown") })
+}
+
+// Close ends the pair at once, without close frames or lingering (drain timeout).
+func (p *Pair) Close() {
+	p.finish()
+	p.client.conn.Close()
+	p.backend.conn.Close()
+}
+
+func (p *Pair) other(s *side) *side {
+	if s == &p.client {
+		return &p.backend
+	}
+	return &p.client
+}
+
+// pump reads frames from src and forwards data to dst until src's read side ends.
+func (p *Pair) pump(src, dst *side) {
+	defer p.wg.Done()
+	defer p.drainReads(src)
+	defer func() {
+		if r := recover(); r != nil {
+			p.log.Error("relay panic", "side", src.who.String(), "panic", r, "stack", string(debug.Stack()))
+			p.fail(nil, wsframe.CloseInternalError, "internal error", wsframe.CloseInternalError, "internal error", "panic")
+		}
+	}()
+	var (
+		state   wsframe.MessageState
+		utf8v   wsframe.UTF8Validator
+		msgSize int64
+		out     *[bufSize]byte
+		w       int // bytes pending in out
+	)
+	flush := func() bool {
+		if w == 0 {
+			return true
+		}
+		ok := p.writeData(dst, out[:w])
+		w = 0
+		return ok
+	}
+	release := func() {
+		if out != nil {
+			bufPool.Put(out)
+			out = nil
+		}
+	}
+	defer release()
+
+	for {
+		h, err := readHeader(src.br)
+		if err == nil {
+			err = h.Check(src.role, 0)
+		}
+		if err == nil {
+			err = state.Next(h)
+		}
+		if err != nil {
+			flush()
+			release()
+			p.readFailed(src, err)
+			return
+		}
+		if testPanicHook != nil {
+			testPanicHook(src.who, h)
+		}
+		if h.Opcode.IsControl() {
+			flush()
+			release()
+			if !p.control(src, h) {
+				return
+			}
+			continue
+		}
+
+		// Data frame: size limits (DESIGN.md: 1009 to the sender).
+		src.stats.DataFrames++
+		src.stats.Bytes += uint64(h.Length)
+		if h.Opcode != wsframe.OpContinuation {
+			msgSize = 0
+			utf8v.Reset()
+		}
+		msgSize += h.Length
+		if lim := p.opts.MaxFrameSize; lim > 0 && h.Length > lim {
+			flush()
+			release()
+			p.limitFired(src, "max_frame_size")
+			p.failBy(src, wsframe.CloseTooBig, "frame too big")
+			return
+		}
+		if lim := p.opts.MaxMessageSize; lim > 0 && msgSize > lim {
+			flush()
+			release()
+			p.limitFired(src, "max_message_size")
+			p.failBy(src, wsframe.CloseTooBig, "message too big")
+			return
+		}
+		if src.lim != nil {
+			if d := src.lim.reserve(time.Now(), h.Opcode != wsframe.OpContinuation, h.Length); d > 0 {
+				flush()
+				release()
+				if !src.lim.throttle {
+					p.limitFired(src, "rate")
+					p.failBy(src, wsframe.ClosePolicyViolation, "rate limit exceeded")
+					return
+				}
+				p.limitFired(src, "rate_throttle")
+				if !p.sleep(d) {
+					return
+				}
+			}
+		}
+		p.active.Store(true)
+		validate := p.opts.ValidateUTF8 && state.Opcode() == wsframe.OpText
+		// Move the payload in pieces of at most ChunkSize.
+		rem := h.Length
+		pos := 0
+		for first := true; first || rem > 0; first = false {
+			n := int(min(rem, ChunkSize))
+			oh := wsframe.Header{Fin: h.Fin && int64(n) == rem, Opcode: h.Opcode, Length: int64(n), Masked: dst.mask}
+			if !first {
+				oh.Opcode = wsframe.OpContinuation
+			}
+			if dst.mask {
+				putKey(&oh.Mask)
+			}
+			if out == nil {
+				out = bufPool.Get().(*[bufSize]byte)
+			}
+			if w+wsframe.MaxHeaderSize+n > bufSize {
+				flush()
+			}
+			hs := oh.Size()
+			payload := out[w+hs : w+hs+n]
+			if _, err := io.ReadFull(src.br, payload); err != nil {
+				flush()
+				release()
+				p.readFailed(src, err)
+				return
+			}
+			if validate {
+				// Validate the plain text before it is forwarded: a piece that fails is
+				// dropped, so the other side only ever sees whole frames.
+				if h.Masked {
+					wsframe.Mask(h.Mask, pos, payload)
+				}
+				verr := utf8v.Write(payload)
+				if verr == nil && oh.Fin {
+					verr = utf8v.Finish()
+				}
+				if verr != nil {
+					flush()
+					release()
+					p.limitFired(src, "invalid_utf8")
+					p.failBy(src, wsframe.CloseInvalidPayload, "invalid UTF-8")
+					return
+				}
+				if dst.mask {
+					wsframe.Mask(oh.Mask, 0, payload)
+				}
+			} else if h.Masked && dst.mask {
+				// Unmask and re-mask in one pass (payload ^ k1 ^ k2).
+				wsframe.Remask(rotate(h.Mask, pos), oh.Mask, 0, payload)
+			} else if h.Masked {
+				wsframe.Mask(h.Mask, pos, payload)
+			} else if dst.mask {
+				wsframe.Mask(oh.Mask, 0, payload)
+			}
+			oh.Encode(out[w:])
+			w += hs + n
+			pos += n
+			rem -= int64(n)
+			if rem > 0 {
+				flush()
+			}
+		}
+		if h.Fin {
+			src.stats.Messages++
+		}
+		if !p.moreBuffered(src.br, bufSize-w) {
+			flush()
+			release()
+		}
+	}
+}
+
+// moreBuffered reports whether the next frame is already complete in br and fits in room, so
+// it can join the current write.
+func (p *Pair) moreBuffered(br *bufio.Reader, room int) bool {
+	n := br.Buffered()
+	if n < 2 {
+		return false
+	}
+	b, _ := br.Peek(n)
+	hs := wsframe.HeaderSize(b[0], b[1])
+	if n < hs {
+		return false
+	}
+	h, _, err := wsframe.DecodeHeader(b)
+	if err != nil || h.Opcode.IsControl() {
+		return false
+	}
+	need := int64(hs) + h.Length
+	return need <= int64(n) && need+wsframe.MaxHeaderSize <= int64(room)
+}
+
+// readHeader decodes the next frame header from br without allocating.
+func readHeader(br *bufio.Reader) (wsframe.Header, error) {
+	b, err := br.Peek(2)
+	if err != nil {
+		return wsframe.Header{}, err
+	}
+	hs := wsframe.HeaderSize(b[0], b[1])
+	if b, err = br.Peek(hs); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return wsframe.Header{}, err
+	}
+	h, n, err := wsframe.DecodeHeader(b)
+	if err != nil {
+		return h, err
+	}
+	br.Discard(n)
+	return h, nil
+}
+
+// rotate returns key as seen from offset pos of a payload, so that masking from offset 0 with
+// the result equals masking from pos with key.
+func rotate(key [4]byte, pos int) [4]byte {
+	s := pos & 3
+	return [4]byte{key[s], key[(s+1)&3], key[(s+2)&3], key[(s+3)&3]}
+}
+
+// putKey fills a fresh masking key (RFC 6455 section 5.3: unpredictable per frame). The
+// runtime's per-thread ChaCha8 generator behind math/rand/v2 is seeded from the OS and costs
+// a few nanoseconds.
+func putKey(k *[4]byte) {
+	v := rand.Uint32()
+	k[0], k[1], k[2], k[3] = byte(v), byte(v>>8), byte(v>>16), byte(v>>24)
+}
+
+// writeData writes a run of whole frames to dst. It reports false if dst no longer takes
+// data (closing or gone).
+func (p *Pair) writeData(dst *side, b []byte) bool {
+	dst.wmu.Lock()
+	if dst.closeSent {
+		dst.wmu.Unlock()
+		return false
+	}
+	p.armWriteDeadline(dst)
+	_, err := dst.conn.Write(b)
+	dst.wmu.Unlock()
+	if err != nil {
+		p.writeFailed(dst, err)
+		return false
+	}
+	return true
+}
+
+// armWriteDeadline keeps a write deadline between 3/4 and 1 WriteTimeout ahead without
+// resetting it on every write. Called with wmu held.
+func (p *Pair) armWriteDeadline(s *side) {
+	wt := p.opts.WriteTimeout
+	if wt <= 0 {
+		return
+	}
+	now := time.Now()
+	if now.Add(wt - wt/4).After(s.wdeadline) {
+		s.wdeadline = now.Add(wt)
+		s.conn.SetWriteDeadline(s.wdeadline)
+	}
+}
+
+// writeControl writes one control frame to s. A close frame marks s closed for data; nothing
+// is written to s after a close. It reports whether the frame was written.
+func (p *Pair) writeControl(s *side, op wsframe.Opcode, payload []byte) bool {
+	s.wmu.Lock()
+	if s.closeSent {
+		s.wmu.Unlock()
+		return false
+	}
+	if op == wsframe.OpClose {
+		s.closeSent = true
+	}
+	h := wsframe.Header{Fin: true, Opcode: op, Length: int64(len(payload))}
+	if s.mask {
+		h.Masked = true
+		putKey(&h.Mask)
+	}
+	n := h.Encode(s.ctrl[:])
+	n += copy(s.ctrl[n:], payload)
+	if h.Masked {
+		wsframe.Mask(h.Mask, 0, s.ctrl[n-len(payload):n])
+	}
+	p.armWriteDeadline(s)
+	_, err := s.conn.Write(s.ctrl[:n])
+	s.wmu.Unlock()
+	if err != nil {
+		p.writeFailed(s, err)
+		return false
+	}
+	return true
+}
+
+// control handles a control frame read from src. It reports whether the pump goes on.
+func (p *Pair) control(src *side, h wsframe.Header) bool {
+	src.stats.ControlFrames++
+	payload := src.ctrlIn[:h.Length]
+	if _, err := io.ReadFull(src.br, payload); err != nil {
+		p.readFailed(src, err)
+		return false
+	}
+	if h.Masked {
+		wsframe.Mask(h.Mask, 0, payload)
+	}
+	switch h.Opcode {
+	case wsframe.OpPing:
+		// Answered locally, on the side it came from (DESIGN.md, control frames).
+		p.writeControl(src, wsframe.OpPong, payload)
+	case wsframe.OpPong:
+		src.awaitPong.Store(false)
+	case wsframe.OpClose:
+		return p.closeReceived(src, payload)
+	}
+	return true
+}
+
+// closeReceived handles a close frame from src (RFC 6455 section 5.5.1, DESIGN.md close
+// translation). It reports whether the pump should keep reading src (never: nothing valid
+// follows a close).
+func (p *Pair) closeReceived(src *side, payload []byte) bool {
+	code, reason, err := wsframe.ParseClosePayload(payload)
+	if err != nil {
+		p.readFailed(src, err)
+		return false
+	}
+	dst := p.other(src)
+	p.mu.Lock()
+	if p.finished {
+		p.mu.Unlock()
+		return false
+	}
+	src.recvClose = true
+	src.info.Received = code
+	src.info.ReceivedReason = string(reason)
+	if p.closedBy == "" {
+		p.closedBy = src.who.String()
+	}
+	var replyTo, forwardTo *side
+	srcSent := src.wroteClose()
+	switch {
+	case !srcSent && (dst.gone || dst.wroteClose()):
+		// The other side is already closing: answer src ourselves.
+		replyTo = src
+	case !srcSent:
+		// src starts the close: forward it; dst's reply becomes src's reply.
+		forwardTo = dst
+	case dst.recvClose && !dst.wroteClose():
+		// src's close is the reply to the close dst started: return it to dst.
+		forwardTo = dst
+	}
+	p.mu.Unlock()
+
+	fwd := payload
+	if code == wsframe.CloseNoStatus {
+		fwd = nil // forwarded without a code, never as 1005
+	}
+	if forwardTo != nil {
+		p.sendClose(forwardTo, code, string(reason), fwd)
+		p.armCloseTimer()
+	}
+	if replyTo != nil {
+		p.sendClose(replyTo, code, string(reason), fwd)
+	}
+	p.checkDone()
+	return false
+}
+
+// wroteClose reports whether a close frame was written to s (or s can take no more frames).
+// The lock order is pair.mu, then side.wmu.
+func (s *side) wroteClose() bool {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	return s.closeSent
+}
+
+// sendClose writes a close frame with payload (already encoded, or nil for none) to s and
+// records it.
+func (p *Pair) sendClose(s *side, code wsframe.CloseCode, reason string, payload []byte) {
+	if payload == nil && code != 0 && code != wsframe.CloseNoStatus {
+		var buf [wsframe.MaxControlPayload]byte
+		payload = wsframe.AppendClosePayload(buf[:0], code, reason)
+	}
+	if p.writeControl(s, wsframe.OpClose, payload) {
+		p.mu.Lock()
+		if payload == nil {
+			s.info.Sent = wsframe.CloseNoStatus
+		} else {
+			s.info.Sent = code
+		}
+		s.info.SentReason = reason
+		p.mu.Unlock()
+	}
+}
+
+// sendCloseCode writes a gateway-made close frame.
+func (p *Pair) sendCloseCode(s *side, code wsframe.CloseCode, reason string) {
+	var buf [wsframe.MaxControlPayload]byte
+	p.sendClose(s, code, reason, wsframe.AppendClosePayload(buf[:0], code, reason))
+}
+
+// failBy closes the pair because src broke a rule: src gets code, the other side gets the
+// code DESIGN.md's table gives for a fault of src (1001 to the backend, 1014 to the client).
+func (p *Pair) failBy(src *side, code wsframe.CloseCode, reason string) {
+	p.mu.Lock()
+	if p.protoCode == 0 {
+		p.protoCode = code
+	}
+	p.mu.Unlock()
+	if src.who == SideClient {
+		p.fail(src, code, reason, wsframe.CloseGoingAway, "client error", "client "+reason)
+	} else {
+		p.fail(src, code, reason, wsframe.CloseBadGateway, "backend error", "backend "+reason)
+	}
+}
+
+// fail is a gateway-started close: code1 to culprit (or the client when culprit is nil) and
+// code2 to the other side. The culprit's connection is failed (RFC 6455 section 7.1.7): it gets
+// its close and its write half is shut, without waiting for a reply.
+func (p *Pair) fail(culprit *side, code1 wsframe.CloseCode, reason1 string, code2 wsframe.CloseCode, reason2, cause string) {
+	first, second := culprit, (*side)(nil)
+	if culprit == nil {
+		first, second = &p.client, &p.backend
+	} else {
+		second = p.other(culprit)
+	}
+	p.mu.Lock()
+	if p.finished {
+		p.mu.Unlock()
+		return
+	}
+	if p.closedBy == "" {
+		p.closedBy = "gateway"
+		p.cause = cause
+	}
+	p.mu.Unlock()
+	p.sendCloseCode(first, code1, reason1)
+	if culprit != nil {
+		p.markGone(culprit)
+		closeWrite(culprit.conn)
+	}
+	p.sendCloseCode(second, code2, reason2)
+	p.armCloseTimer()
+	p.checkDone()
+}
+
+// closeWrite shuts the write half so a final close frame is delivered before the socket is
+// closed for good.
+func closeWrite(c net.Conn) {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
+}
+
+// readFailed handles a read error or a protocol violation on src.
+func (p *Pair) readFailed(src *side, err error) {
+	if code := wsframe.CloseCodeOf(err); code != 0 {
+		// src broke the protocol (DESIGN.md: client 1002 / backend 1002 to the culprit).
+		p.limitFired(src, "protocol_error")
+		p.logf(src, "protocol error", err)
+		p.failBy(src, code, protocolReason(err))
+		return
+	}
+	p.sideGone(src, err)
+}
+
+// writeFailed handles a failed write to s: s is presumed gone (write_timeout or reset).
+func (p *Pair) writeFailed(s *side, err error) {
+	p.sideGone(s, err)
+}
+
+// sideGone handles the loss of s's TCP connection without a close handshake.
+func (p *Pair) sideGone(s *side, err error) {
+	p.mu.Lock()
+	if p.finished || s.gone {
+		p.mu.Unlock()
+		p.checkDone()
+		return
+	}
+	s.gone = true
+	clean := s.recvClose
+	o := p.other(s)
+	p.mu.Unlock()
+	s.wmu.Lock()
+	s.closeSent = true
+	s.wmu.Unlock()
+	if clean {
+		p.checkDone()
+		return
+	}
+	p.mu.Lock()
+	if p.closedBy == "" {
+		p.closedBy = s.who.String()
+		p.cause = s.who.String() + " connection lost"
+	}
+	oWaiting := o.recvClose
+	p.mu.Unlock()
+	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+		p.logf(s, "connection lost", err)
+	}
+	if oWaiting {
+		// o started a close that s never answered: answer it ourselves with o's code.
+		p.mu.Lock()
+		code, reason := o.info.Received, o.info.ReceivedReason
+		p.mu.Unlock()
+		if code == wsframe.CloseNoStatus {
+			p.sendClose(o, code, reason, nil)
+		} else {
+			p.sendCloseCode(o, code, reason)
+		}
+	} else if s.who == SideClient {
+		p.sendCloseCode(o, wsframe.CloseGoingAway, "client gone")
+	} else {
+		p.sendCloseCode(o, wsframe.CloseBadGateway, "backend closed")
+	}
+	p.armCloseTimer()
+	p.checkDone()
+}
+
+func (p *Pair) markGone(s *side) {
+	p.mu.Lock()
+	s.gone = true
+	p.mu.Unlock()
+}
+
+// checkDone ends the pair when each side is gone or has completed its close handshake.
+func (p *Pair) checkDone() {
+	p.mu.Lock()
+	done := p.sideDone(&p.client) && p.sideDone(&p.backend)
+	p.mu.Unlock()
+	if done {
+		p.finish()
+	}
+}
+
+func (p *Pair) sideDone(s *side) bool {
+	return s.gone || (s.recvClose && s.wroteClose())
+}
+
+// armCloseTimer starts close_timeout once: when it fires, every side still waiting for a
+// reply gets one from the gateway with its own code, and the pair ends.
+func (p *Pair) armCloseTimer() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closeTimer != nil || p.finished {
+		return
+	}
+	// close_timeout 0 means no wait: answer pending closes at once.
+	p.closeTimer = time.AfterFunc(max(p.opts.CloseTimeout, 0), p.closeTimedOut)
+}
+
+func (p *Pair) closeTimedOut() {
+	if !p.enter() {
+		return
+	}
+	defer p.timerWG.Done()
+	for _, s := range []*side{&p.client, &p.backend} {
+		p.mu.Lock()
+		waiting := s.recvClose && !s.gone
+		code, reason := s.info.Received, s.info.ReceivedReason
+		p.mu.Unlock()
+		if waiting {
+			if code == wsframe.CloseNoStatus {
+				p.sendClose(s, code, reason, nil)
+			} else {
+				p.sendCloseCode(s, code, reason)
+			}
+		}
+	}
+	p.finish()
+}
+
+// lingerTimeout bounds the lingering close: after the last frames, each socket's write half
+// is shut and its reads are drained for at most this long, so unread input cannot make the
+// kernel answer with a reset that destroys the close frame we just sent (the problem nginx's
+// lingering_close solves).
+const lingerTimeout = 2 * time.Second
+
+// finish ends the pair once: write halves are shut and reads get a deadline; the pumps drain
+// until the peers close or the deadline passes, then Run closes the sockets.
+func (p *Pair) finish() {
+	p.mu.Lock()
+	if p.finished {
+		p.mu.Unlock()
+		return
+	}
+	p.finished = true
+	if p.closeTimer != nil {
+		p.closeTimer.Stop()
+	}
+	close(p.done)
+	p.mu.Unlock()
+	deadline := time.Now().Add(lingerTimeout)
+	for _, s := range []*side{&p.client, &p.backend} {
+		s.conn.SetWriteDeadline(time.Now()) // abandon a data write still in flight
+		s.conn.SetReadDeadline(deadline)
+		closeWrite(s.conn)
+	}
+}
+
+// drainReads discards what src still sends until it closes, the read deadline set by finish
+// passes, or the socket is closed.
+func (p *Pair) drainReads(src *side) {
+	for {
+		if _, err := src.br.Discard(readerSize); err != nil {
+			return
+		}
+	}
+}
+
+func (p *Pair) limitFired(s *side, name string) {
+	if p.opts.OnLimit != nil {
+		p.opts.OnLimit(s.who, name)
+	}
+}
+
+func (p *Pair) logf(s *side, msg string, err error) {
+	p.log.Debug(msg, "side", s.who.String(), "remote", s.conn.RemoteAddr().String(), "err", err)
+}
+
+// protocolReason is the close reason for a protocol error: the error text without the
+// package prefix, short enough for a close frame.
+func protocolReason(err error) string {
+	var pe wsframe.ProtocolError
+	if errors.As(err, &pe) {
+		s := string(pe)
+		if len(s) > 9 && s[:9] == "wsframe: " {
+			s = s[9:]
+		}
+		return s
+	}
+	return "protocol error"
+}
