@@ -1,0 +1,322 @@
+package gateway
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/wsgate/wsgate/config"
+	"github.com/wsgate/wsgate/proxy"
+	"github.com/wsgate/wsgate/wsframe"
+)
+
+var readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, readerSize) }}
+
+// serveConn runs one client connection from accept to close.
+func (g *Gateway) serveConn(l *listener, c net.Conn) {
+	defer g.wg.Done()
+	cc := &clientConn{conn: c}
+	upgraded := false // the client has its 101: a panic is answered with a 1011 close frame
+	defer func() {
+		if r := recover(); r != nil {
+			g.log.Error("connection panic", "client", c.RemoteAddr().String(), "panic", r, "stack", string(debug.Stack()))
+			if upgraded {
+				var buf [wsframe.MaxHeaderSize + wsframe.MaxControlPayload]byte
+				f := wsframe.AppendFrame(buf[:0], wsframe.Header{Fin: true, Opcode: wsframe.OpClose},
+					wsframe.AppendClosePayload(nil, wsframe.CloseInternalError, "internal error"))
+				cc.conn.SetWriteDeadline(time.Now().Add(time.Second))
+				cc.conn.Write(f)
+			}
+		}
+		c.Close()
+	}()
+	if !g.track(cc) {
+		writeRefusal(c, refuse(http.StatusServiceUnavailable, "shutting down"))
+		return
+	}
+	defer g.untrack(cc)
+
+	lc := l.cfg.Load()
+	if max := lc.MaxConnections; max > 0 {
+		n := l.active.Add(1)
+		defer l.active.Add(-1)
+		if n > int64(max) {
+			// Answer at once, without reading the request: established traffic is not
+			// slowed by a flood of new connections.
+			g.guard.limited("", c.RemoteAddr().String(), "listener_max_connections")
+			g.obs.Handshake("", http.StatusServiceUnavailable)
+			c.SetWriteDeadline(time.Now().Add(time.Second))
+			writeRefusal(c, refuse(http.StatusServiceUnavailable, "too many connections"))
+			return
+		}
+	} else {
+		l.active.Add(1)
+		defer l.active.Add(-1)
+	}
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetNoDelay(true)
+	}
+	cfg := g.cfg.Load()
+	start := time.Now()
+	hsDeadline := start.Add(cfg.Limits.HandshakeTimeout)
+	if cfg.Limits.HandshakeTimeout > 0 {
+		c.SetDeadline(hsDeadline)
+	}
+
+	conn := c
+	isTLS := l.tls != nil
+	if isTLS {
+		tc := tls.Server(c, l.tlsCfg)
+		if err := tc.Handshake(); err != nil {
+			g.log.Debug("tls handshake failed", "client", c.RemoteAddr().String(), "err", err)
+			return
+		}
+		if tc.ConnectionState().NegotiatedProtocol == "acme-tls/1" {
+			return // a TLS-ALPN-01 validation: the handshake itself was the answer
+		}
+		conn = tc
+		cc.conn = tc
+	}
+
+	lim := &headLimiter{conn: conn, left: MaxHeaderBytes + readerSize, limiting: true}
+	br := readerPool.Get().(*bufio.Reader)
+	br.Reset(lim)
+	defer func() {
+		if br != nil {
+			br.Reset(nil)
+			readerPool.Put(br)
+		}
+	}()
+
+	h := &handshake{g: g, l: l, lc: lc, cfg: cfg, conn: conn, isTLS: isTLS, start: start}
+	req, ref := readRequest(br, lim)
+	if req == nil && ref == nil {
+		return
+	}
+	if ref == nil {
+		ref = h.prepare(req)
+	}
+	if ref != nil {
+		h.refuse(ref)
+		return
+	}
+	defer h.release()
+	backend, ref := h.dialBackend(req)
+	if ref != nil {
+		h.refuse(ref)
+		return
+	}
+	defer backend.Conn.Close() // the relay closes it too; this covers a panic before it runs
+	if err := h.accept(req, backend); err != nil {
+		backend.Conn.Close()
+		g.log.Info("handshake failed", "client", h.clientAddr(), "route", h.rt.Path, "err", err)
+		return
+	}
+	upgraded = true
+	lim.limiting = false
+	conn.SetDeadline(time.Time{})
+	g.obs.Handshake(h.rt.Path, http.StatusSwitchingProtocols)
+	h.relay(cc, br, backend)
+}
+
+// handshake carries one connection's handshake state.
+type handshake struct {
+	g     *Gateway
+	l     *listener
+	lc    *config.Listener
+	cfg   *config.Config
+	conn  net.Conn
+	isTLS bool
+	start time.Time
+
+	req      *http.Request
+	rt       *config.Route
+	ip       string // the client's IP (see clientIP)
+	peer     string // the socket peer's IP
+	prior    string // trusted incoming X-Forwarded-For chain
+	backendU *url.URL
+	release  func()
+}
+
+func (h *handshake) clientAddr() string { return h.conn.RemoteAddr().String() }
+
+// prepare checks the request (route, upgrade, limits) and returns a refusal or nil.
+func (h *handshake) prepare(req *http.Request) *refusal {
+	h.req = req
+	h.release = func() {}
+	h.ip, h.peer, h.prior = clientIP(h.conn.RemoteAddr(), req, h.lc.TrustedProxies)
+	h.rt = h.g.routes.Load().match(req.URL.Path, h.l.name)
+	if h.rt == nil {
+		return refuse(http.StatusNotFound, "no route for "+truncate(req.URL.Path, 200))
+	}
+	if d := h.rt.Limits.HandshakeTimeout; d > 0 && d != h.cfg.Limits.HandshakeTimeout {
+		h.conn.SetDeadline(h.start.Add(d))
+	}
+	if ref := checkUpgrade(req, h.rt, h.isTLS); ref != nil {
+		return ref
+	}
+	release, ref := h.g.guard.admit(h.ip, h.rt, time.Now())
+	if ref != nil {
+		return ref
+	}
+	h.release = release
+	u := *h.rt.Backend
+	u.Path = backendPath(h.rt, req.URL.Path)
+	u.RawPath = ""
+	switch {
+	case req.URL.RawQuery == "":
+	case u.RawQuery == "":
+		u.RawQuery = req.URL.RawQuery
+	default:
+		u.RawQuery += "&" + req.URL.RawQuery
+	}
+	h.backendU = &u
+	return nil
+}
+
+// dialBackend performs the backend handshake; failures map to 502/503/504.
+func (h *handshake) dialBackend(req *http.Request) (*proxy.Backend, *refusal) {
+	lim := h.rt.Limits
+	ctx := context.Background()
+	if lim.HandshakeTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, h.start.Add(lim.HandshakeTimeout))
+		defer cancel()
+	}
+	hsTimeout := lim.BackendHandshakeTimeout
+	if dl, ok := ctx.Deadline(); ok && (hsTimeout == 0 || time.Until(dl) < hsTimeout) {
+		hsTimeout = max(time.Until(dl), time.Millisecond)
+	}
+	t0 := time.Now()
+	b, err := proxy.Dial(ctx, &proxy.BackendRequest{
+		URL:              h.backendU,
+		Header:           backendHeader(req, h.rt, h),
+		DialTimeout:      lim.DialTimeout,
+		HandshakeTimeout: hsTimeout,
+	})
+	if err != nil {
+		var de *proxy.DialError
+		if errors.As(err, &de) {
+			ref := refuse(de.Status, de.Reason)
+			ref.logErr = de.Err
+			return nil, ref
+		}
+		return nil, refuse(http.StatusBadGateway, "backend failed")
+	}
+	h.g.obs.DialLatency(h.rt.Path, time.Since(t0))
+	return b, nil
+}
+
+// accept answers the client's handshake with 101 (RFC 6455 section 4.2.2).
+func (h *handshake) accept(req *http.Request, b *proxy.Backend) error {
+	var sb strings.Builder
+	sb.Grow(256)
+	sb.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ")
+	sb.WriteString(wsframe.AcceptKey(req.Header.Get("Sec-WebSocket-Key")))
+	sb.WriteString("\r\n")
+	if b.Subprotocol != "" {
+		sb.WriteString("Sec-WebSocket-Protocol: " + b.Subprotocol + "\r\n")
+	}
+	for _, c := range b.SetCookie {
+		sb.WriteString("Set-Cookie: " + c + "\r\n")
+	}
+	sb.WriteString("\r\n")
+	_, err := io.WriteString(h.conn, sb.String())
+	return err
+}
+
+// refuse answers the handshake with an HTTP error and logs one line.
+func (h *handshake) refuse(ref *refusal) {
+	route := ""
+	if h.rt != nil {
+		route = h.rt.Path
+	}
+	h.g.obs.Handshake(route, ref.status)
+	attrs := []any{"client", h.clientAddr(), "status", ref.status, "reason", ref.reason}
+	if h.req != nil {
+		attrs = append(attrs, "path", truncate(h.req.URL.Path, 200), "route", route)
+	}
+	if ref.logErr != nil {
+		attrs = append(attrs, "err", ref.logErr.Error())
+	}
+	h.g.log.Info("handshake refused", attrs...)
+	h.conn.SetWriteDeadline(time.Now().Add(time.Second))
+	if writeRefusal(h.conn, ref) == nil {
+		closeWrite(h.conn)
+	}
+}
+
+// relay runs the frame relay and writes the access log line.
+func (h *handshake) relay(cc *clientConn, br *bufio.Reader, b *proxy.Backend) {
+	lim := h.rt.Limits
+	route := h.rt.Path
+	throttle := lim.OnLimit != config.OnLimitClose
+	opts := proxy.Options{
+		MaxFrameSize:   lim.MaxFrameSize,
+		MaxMessageSize: lim.MaxMessageSize,
+		ValidateUTF8:   h.rt.ValidateUTF8,
+		IdleTimeout:    lim.IdleTimeout,
+		PingInterval:   lim.PingInterval,
+		PongTimeout:    lim.PongTimeout,
+		CloseTimeout:   lim.CloseTimeout,
+		WriteTimeout:   lim.WriteTimeout,
+		ClientLimiter:  proxy.NewLimiter(lim.MessagesPerSecond, lim.BytesPerSecond, lim.Burst, throttle),
+		BackendLimiter: proxy.NewLimiter(lim.BackendMessagesPerSecond, lim.BackendBytesPerSecond, max(lim.BackendBurst, 1), throttle),
+		Logger:         h.g.log,
+		OnLimit: func(side proxy.Side, limit string) {
+			h.g.guard.limited(route, h.clientAddr(), side.String()+":"+limit)
+		},
+	}
+	pair := proxy.NewPair(h.conn, br, b.Conn, b.Reader, opts)
+	cc.setPair(pair)
+	h.g.obs.Opened(route)
+	res := pair.Run()
+	h.g.obs.Closed(route, &res)
+	h.g.log.LogAttrs(context.Background(), slog.LevelInfo, "connection",
+		slog.String("client", h.clientAddr()),
+		slog.String("client_ip", h.ip),
+		slog.String("listener", h.l.name),
+		slog.String("route", route),
+		slog.String("backend", h.backendU.String()),
+		slog.String("subprotocol", b.Subprotocol),
+		slog.Duration("duration", res.End.Sub(res.Start)),
+		slog.Uint64("client_frames", res.Client.DataFrames+res.Client.ControlFrames),
+		slog.Uint64("client_bytes", res.Client.Bytes),
+		slog.Uint64("backend_frames", res.Backend.DataFrames+res.Backend.ControlFrames),
+		slog.Uint64("backend_bytes", res.Backend.Bytes),
+		slog.Int("client_close_received", int(res.ClientClose.Received)),
+		slog.String("client_close_received_reason", res.ClientClose.ReceivedReason),
+		slog.Int("client_close_sent", int(res.ClientClose.Sent)),
+		slog.String("client_close_sent_reason", res.ClientClose.SentReason),
+		slog.Int("backend_close_received", int(res.BackendClose.Received)),
+		slog.String("backend_close_received_reason", res.BackendClose.ReceivedReason),
+		slog.Int("backend_close_sent", int(res.BackendClose.Sent)),
+		slog.String("backend_close_sent_reason", res.BackendClose.SentReason),
+		slog.String("closed_by", res.ClosedBy),
+		slog.String("cause", res.Cause),
+	)
+}
+
+// closeWrite shuts the write half so the last bytes are delivered before the close.
+func closeWrite(c net.Conn) {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}

@@ -1,0 +1,118 @@
+package gateway
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/wsgate/wsgate/config"
+)
+
+// listener is one bound listen block.
+type listener struct {
+	name   string
+	cfg    atomic.Pointer[config.Listener]
+	ln     net.Listener
+	tls    TLSProvider // nil for plain ws://
+	tlsCfg *tls.Config
+	http   *http.Server // the http_address listener (ACME HTTP-01 and redirect), if any
+	httpLn net.Listener
+	active atomic.Int64 // open connections, for max_connections
+
+	closeOnce sync.Once
+}
+
+// listen binds lc's address (and its http_address, with TLS), then builds its TLS provider:
+// the sockets exist before ACME starts, so the challenge solvers reach the gateway's own
+// listeners and certmagic never binds :80/:443 itself.
+func (g *Gateway) listen(lc *config.Listener) (_ *listener, err error) {
+	l := &listener{name: lc.Name}
+	l.cfg.Store(lc)
+	defer func() {
+		if err != nil {
+			if l.ln != nil {
+				l.ln.Close()
+			}
+			if l.httpLn != nil {
+				l.httpLn.Close()
+			}
+		}
+	}()
+	if lc.TLS != nil && g.opts.TLS == nil {
+		return nil, fmt.Errorf("listener %q: TLS is not available", lc.Name)
+	}
+	if l.ln, err = net.Listen("tcp", lc.Address); err != nil {
+		return nil, fmt.Errorf("listener %q: %w", lc.Name, err)
+	}
+	if lc.TLS == nil {
+		return l, nil
+	}
+	if lc.TLS.HTTPAddress != "" {
+		if l.httpLn, err = net.Listen("tcp", lc.TLS.HTTPAddress); err != nil {
+			return nil, fmt.Errorf("listener %q http_address: %w", lc.Name, err)
+		}
+	}
+	p, err := g.opts.TLS(lc)
+	if err != nil {
+		return nil, fmt.Errorf("listener %q: %w", lc.Name, err)
+	}
+	l.tls = p
+	l.tlsCfg = p.TLSConfig()
+	if l.httpLn != nil {
+		l.http = &http.Server{Handler: p.HTTPHandler(), ReadHeaderTimeout: 10 * time.Second}
+	}
+	return l, nil
+}
+
+// serve starts the accept loops of l; they end when l is closed.
+func (g *Gateway) serve(l *listener) {
+	g.wg.Add(1)
+	go g.acceptLoop(l)
+	if l.http != nil {
+		g.wg.Add(1)
+		go func() {
+			defer g.wg.Done()
+			l.http.Serve(l.httpLn)
+		}()
+	}
+	g.log.Info("listening", "listener", l.name, "address", l.ln.Addr().String(), "tls", l.tls != nil)
+}
+
+func (g *Gateway) acceptLoop(l *listener) {
+	defer g.wg.Done()
+	var backoff time.Duration
+	for {
+		c, err := l.ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Out of file descriptors and the like: back off as net/http does.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			g.log.Warn("accept failed", "listener", l.name, "err", err, "retry_in", backoff)
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		g.wg.Add(1)
+		go g.serveConn(l, c)
+	}
+}
+
+// close stops accepting; open connections are not touched.
+func (l *listener) close() {
+	l.closeOnce.Do(func() {
+		l.ln.Close()
+		if l.http != nil {
+			l.http.Close()
+		}
+		if l.tls != nil {
+			l.tls.Close()
+		}
+	})
+}

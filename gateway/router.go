@@ -1,0 +1,78 @@
+package gateway
+
+import (
+	"slices"
+	"strings"
+
+	"github.com/wsgate/wsgate/config"
+)
+
+// router finds the route for a request path (DESIGN.md, "Routing"): the longest matching
+// prefix wins; a route ending in "/" matches its subtree, one without matches exactly.
+type router struct {
+	exact   map[string]*config.Route
+	subtree []*config.Route // longest path first
+}
+
+func newRouter(routes []*config.Route) *router {
+	r := &router{exact: make(map[string]*config.Route)}
+	for _, rt := range routes {
+		if strings.HasSuffix(rt.Path, "/") {
+			r.subtree = append(r.subtree, rt)
+		} else {
+			r.exact[rt.Path] = rt
+		}
+	}
+	slices.SortStableFunc(r.subtree, func(a, b *config.Route) int { return len(b.Path) - len(a.Path) })
+	return r
+}
+
+// match returns the route for path on the named listener, or nil. A route restricted to other
+// listeners is invisible here, so a less specific route may match instead.
+func (r *router) match(path, listener string) *config.Route {
+	if rt := r.exact[path]; rt != nil && onListener(rt, listener) {
+		return rt
+	}
+	for _, rt := range r.subtree {
+		if strings.HasPrefix(path, rt.Path) && onListener(rt, listener) {
+			return rt
+		}
+		// "/chat" also reaches the subtree route "/chat/", as nginx's location does.
+		if path+"/" == rt.Path && onListener(rt, listener) {
+			return rt
+		}
+	}
+	return nil
+}
+
+func onListener(rt *config.Route, listener string) bool {
+	return len(rt.Listen) == 0 || slices.Contains(rt.Listen, listener)
+}
+
+// backendPath maps a request path onto the route's backend path (DESIGN.md, strip_prefix):
+// with strip_prefix the route's prefix is removed first; the remainder is appended to the
+// backend URL's path.
+func backendPath(rt *config.Route, reqPath string) string {
+	rest := reqPath
+	if rt.StripPrefix {
+		rest = strings.TrimPrefix(reqPath, strings.TrimSuffix(rt.Path, "/"))
+	}
+	base := rt.Backend.Path
+	switch {
+	case rest == "" || rest == "/" && rt.StripPrefix && base != "":
+		if base == "" {
+			return "/"
+		}
+		return base
+	case base == "" || base == "/":
+		if !strings.HasPrefix(rest, "/") {
+			rest = "/" + rest
+		}
+		return rest
+	default:
+		if !strings.HasPrefix(rest, "/") {
+			rest = "/" + rest
+		}
+		return strings.TrimSuffix(base, "/") + rest
+	}
+}
