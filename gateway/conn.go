@@ -12,15 +12,12 @@ import (
 	"net/url"
 	"runtime/debug"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/wsgate/wsgate/config"
 	"github.com/wsgate/wsgate/proxy"
 	"github.com/wsgate/wsgate/wsframe"
 )
-
-var readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, readerSize) }}
 
 // serveConn runs one client connection from accept to close.
 func (g *Gateway) serveConn(l *listener, c net.Conn) {
@@ -89,12 +86,10 @@ func (g *Gateway) serveConn(l *listener, c net.Conn) {
 	}
 
 	lim := &headLimiter{conn: conn, left: MaxHeaderBytes + readerSize, limiting: true}
-	br := readerPool.Get().(*bufio.Reader)
-	br.Reset(lim)
+	br := proxy.GetReader(lim)
 	defer func() {
-		if br != nil {
-			br.Reset(nil)
-			readerPool.Put(br)
+		if br != nil { // the relay takes ownership of br
+			proxy.PutReader(br)
 		}
 	}()
 
@@ -119,6 +114,7 @@ func (g *Gateway) serveConn(l *listener, c net.Conn) {
 	defer backend.Conn.Close() // the relay closes it too; this covers a panic before it runs
 	if err := h.accept(req, backend); err != nil {
 		backend.Conn.Close()
+		proxy.PutReader(backend.Reader)
 		g.log.Info("handshake failed", "client", h.clientAddr(), "route", h.rt.Path, "err", err)
 		return
 	}
@@ -126,7 +122,9 @@ func (g *Gateway) serveConn(l *listener, c net.Conn) {
 	lim.limiting = false
 	conn.SetDeadline(time.Time{})
 	g.obs.Handshake(h.rt.Path, http.StatusSwitchingProtocols)
-	h.relay(cc, br, backend)
+	cr := br
+	br = nil
+	h.relay(cc, cr, backend)
 }
 
 // handshake carries one connection's handshake state.

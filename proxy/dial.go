@@ -36,7 +36,8 @@ type BackendRequest struct {
 // Backend is an upgraded backend connection.
 type Backend struct {
 	Conn net.Conn
-	// Reader wraps Conn; it may already hold frames the backend sent right after its 101.
+	// Reader wraps Conn; it may already hold frames the backend sent right after its 101. It
+	// comes from GetReader: pass it to NewPair, or give it back with PutReader.
 	Reader *bufio.Reader
 	// Subprotocol is the backend's Sec-WebSocket-Protocol choice ("" for none).
 	Subprotocol string
@@ -131,11 +132,18 @@ func handshake(conn net.Conn, req *BackendRequest) (*Backend, error) {
 		return nil, handshakeIOError(err)
 	}
 
-	br := bufio.NewReaderSize(conn, readerSize)
+	br := GetReader(conn)
 	resp, err := http.ReadResponse(bufio.NewReader(&limitedPeek{br: br, left: maxResponseHeader}), nil)
 	if err != nil {
+		PutReader(br)
 		return nil, handshakeIOError(err)
 	}
+	ok := false
+	defer func() {
+		if !ok {
+			PutReader(br)
+		}
+	}()
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusSwitchingProtocols {
 		return nil, &DialError{Status: http.StatusBadGateway, Reason: fmt.Sprintf("backend answered %d instead of 101", resp.StatusCode)}
@@ -154,6 +162,7 @@ func handshake(conn net.Conn, req *BackendRequest) (*Backend, error) {
 		return nil, &DialError{Status: http.StatusBadGateway, Reason: "backend chose a subprotocol that was not offered"}
 	}
 	conn.SetDeadline(time.Time{})
+	ok = true
 	return &Backend{Conn: conn, Reader: br, Subprotocol: proto, SetCookie: resp.Header.Values("Set-Cookie")}, nil
 }
 

@@ -104,9 +104,10 @@ type Result struct {
 type side struct {
 	who   Side
 	conn  net.Conn
-	br    *bufio.Reader
-	role  wsframe.Role // how frames read from this side are checked
-	mask  bool         // frames written to this side are masked (the backend)
+	br    *bufio.Reader // owned by the pump reading this side; pooled, released while idle
+	idle  *idleWaiter   // nil when the socket cannot be waited on without a buffer
+	role  wsframe.Role  // how frames read from this side are checked
+	mask  bool          // frames written to this side are masked (the backend)
 	lim   *Limiter
 	stats DirStats // owned by the pump reading this side
 
@@ -154,7 +155,9 @@ type Pair struct {
 }
 
 // NewPair prepares a relay between an upgraded client connection (read through cr, which may
-// hold bytes that arrived with the handshake) and an upgraded backend connection.
+// hold bytes that arrived with the handshake) and an upgraded backend connection. The pair
+// takes ownership of both readers, which must come from GetReader, and returns them to the
+// pool.
 func NewPair(client net.Conn, cr *bufio.Reader, backend net.Conn, br *bufio.Reader, opts Options) *Pair {
 	p := &Pair{opts: opts, log: opts.Logger, done: make(chan struct{})}
 	if p.log == nil {
@@ -162,6 +165,8 @@ func NewPair(client net.Conn, cr *bufio.Reader, backend net.Conn, br *bufio.Read
 	}
 	p.client = side{who: SideClient, conn: client, br: cr, role: wsframe.RoleServer, lim: opts.ClientLimiter}
 	p.backend = side{who: SideBackend, conn: backend, br: br, role: wsframe.RoleClient, mask: true, lim: opts.BackendLimiter}
+	p.client.idle = newIdleWaiter(client)
+	p.backend.idle = newIdleWaiter(backend)
 	return p
 }
 
@@ -171,8 +176,8 @@ func (p *Pair) Run() Result {
 	p.start = time.Now()
 	p.startTimers()
 	p.wg.Add(2)
-	go p.pump(&p.client, &p.backend)
 	go p.pump(&p.backend, &p.client)
+	p.pump(&p.client, &p.backend) // on the caller's goroutine: one goroutine less per connection
 	p.wg.Wait()
 	p.client.conn.Close()
 	p.backend.conn.Close()
@@ -210,6 +215,10 @@ func (p *Pair) other(s *side) *side {
 // pump reads frames from src and forwards data to dst until src's read side ends.
 func (p *Pair) pump(src, dst *side) {
 	defer p.wg.Done()
+	defer func() {
+		PutReader(src.br)
+		src.br = nil
+	}()
 	defer p.drainReads(src)
 	defer func() {
 		if r := recover(); r != nil {
@@ -241,6 +250,16 @@ func (p *Pair) pump(src, dst *side) {
 	defer release()
 
 	for {
+		if src.idle != nil && src.br.Buffered() == 0 {
+			// Idle: give the read buffer back while waiting for the next frame.
+			PutReader(src.br)
+			err := src.idle.wait()
+			src.br = GetReader(src.conn)
+			if err != nil {
+				p.readFailed(src, err)
+				return
+			}
+		}
 		h, err := readHeader(src.br)
 		if err == nil {
 			err = h.Check(src.role, 0)
