@@ -1,0 +1,130 @@
+// Command echo is a fast WebSocket echo backend for benchmarks, built on github.com/gobwas/ws
+// (independent of wsgate's own codec). It accepts an upgrade on any path and echoes every frame
+// back with the same opcode and FIN bit (so fragmented messages come back fragmented the same
+// way), answers pings, and returns the close frame it receives.
+//
+//	go run ./bench/echo -addr 127.0.0.1:8001 [-tls-addr 127.0.0.1:8444 -cert c.pem -key k.pem]
+package main
+
+import (
+	"bufio"
+	"crypto/tls"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"os"
+	"sync"
+
+	"github.com/gobwas/ws"
+)
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 4096); return &b }}
+
+func main() {
+	addr := flag.String("addr", "127.0.0.1:8001", "plain ws:// listen address")
+	tlsAddr := flag.String("tls-addr", "", "optional wss:// listen address (needs -cert, -key)")
+	cert := flag.String("cert", "", "PEM certificate for -tls-addr")
+	key := flag.String("key", "", "PEM key for -tls-addr")
+	flag.Parse()
+
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		log.Fatal(err)
+	}
+	go serve(ln)
+	fmt.Printf("listening on %s\n", ln.Addr())
+	if *tlsAddr != "" {
+		kp, err := tls.LoadX509KeyPair(*cert, *key)
+		if err != nil {
+			log.Fatal(err)
+		}
+		tln, err := tls.Listen("tcp", *tlsAddr, &tls.Config{Certificates: []tls.Certificate{kp}, NextProtos: []string{"http/1.1"}})
+		if err != nil {
+			log.Fatal(err)
+		}
+		go serve(tln)
+		fmt.Printf("listening on %s (tls)\n", tln.Addr())
+	}
+	os.Stdout.Sync()
+	select {}
+}
+
+func serve(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				continue
+			}
+			log.Fatal(err)
+		}
+		go handle(c)
+	}
+}
+
+// handle upgrades c (any path is accepted) and echoes until close or error. A connection holds
+// no buffer while idle: the reader and writer are created after the upgrade but are small, and
+// payload buffers come from a pool per frame.
+func handle(c net.Conn) {
+	defer c.Close()
+	if _, err := ws.Upgrade(c); err != nil {
+		return
+	}
+	br := bufio.NewReaderSize(c, 4096)
+	bw := bufio.NewWriterSize(c, 4096)
+	if err := Echo(br, bw); err != nil && err != io.EOF {
+		return
+	}
+}
+
+// Echo copies frames read from r (client frames, masked) back to w unmasked, flushing whenever
+// no further input is already buffered, so pipelined messages are answered in one write.
+func Echo(r *bufio.Reader, w *bufio.Writer) error {
+	for {
+		h, err := ws.ReadHeader(r)
+		if err != nil {
+			return err
+		}
+		if h.Length > 64<<20 {
+			return fmt.Errorf("frame of %d bytes too large", h.Length)
+		}
+		bp := bufPool.Get().(*[]byte)
+		if int64(cap(*bp)) < h.Length {
+			*bp = make([]byte, h.Length)
+		}
+		p := (*bp)[:h.Length]
+		if _, err := io.ReadFull(r, p); err != nil {
+			bufPool.Put(bp)
+			return err
+		}
+		if h.Masked {
+			ws.Cipher(p, h.Mask, 0)
+		}
+		out := ws.Header{Fin: h.Fin, Rsv: h.Rsv, OpCode: h.OpCode, Length: h.Length}
+		switch h.OpCode {
+		case ws.OpPing:
+			out.OpCode = ws.OpPong
+		case ws.OpPong:
+			bufPool.Put(bp)
+			continue
+		}
+		err = ws.WriteHeader(w, out)
+		if err == nil {
+			_, err = w.Write(p)
+		}
+		bufPool.Put(bp)
+		if err != nil {
+			return err
+		}
+		if h.OpCode == ws.OpClose {
+			return w.Flush()
+		}
+		if r.Buffered() == 0 {
+			if err := w.Flush(); err != nil {
+				return err
+			}
+		}
+	}
+}

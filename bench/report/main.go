@@ -1,0 +1,229 @@
+// Command report turns the JSON lines written by bench/compare.sh (one wsload -json object per
+// run, labelled "ROW TARGET") into a markdown table: every figure of every target, with its
+// ratio to the reference target (nginx by default) from the same run.
+//
+//	go run ./bench/report -ref nginx -targets "direct wsgate nginx haproxy caddy" < results.jsonl
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"math"
+	"os"
+	"strings"
+)
+
+type run struct {
+	Label      string    `json:"label"`
+	Skipped    string    `json:"skipped"` // set by compare.sh when a target could not run
+	MsgsPerSec float64   `json:"msgs_per_s"`
+	MBPerSec   float64   `json:"mb_per_s"`
+	P50        float64   `json:"p50_us"`
+	P99        float64   `json:"p99_us"`
+	P999       float64   `json:"p999_us"`
+	Behind     float64   `json:"behind_schedule"`
+	Sent       float64   `json:"sent"`
+	HSPerSec   float64   `json:"handshakes_per_s"`
+	BytesPer   float64   `json:"bytes_per_conn"`
+	Open       float64   `json:"open"`
+	AliveOK    float64   `json:"alive_ok"`
+	AliveChk   float64   `json:"alive_checked"`
+	Errors     float64   `json:"errors"`
+	GenCPU     float64   `json:"gen_cpu"`
+	TargetCPU  float64   `json:"target_cpu"`
+	FirstError string    `json:"first_error"`
+	CoresBusy  []float64 `json:"cores_busy"`
+}
+
+var proxyCPU = 0
+
+func perCore(f func(*run) float64) func(*run) float64 {
+	return func(r *run) float64 {
+		if r.TargetCPU <= 0.01 {
+			return -1
+		}
+		return f(r) / r.TargetCPU
+	}
+}
+
+// otherLoad is the busy share of the proxy's core not explained by the target itself: other
+// processes on the machine disturbing the measurement.
+func otherLoad(r *run) float64 {
+	if proxyCPU >= len(r.CoresBusy) || r.TargetCPU < 0 {
+		return -1
+	}
+	o := r.CoresBusy[proxyCPU] - r.TargetCPU
+	if o < 0 {
+		o = 0
+	}
+	return o
+}
+
+type metric struct {
+	name string
+	get  func(r *run) float64
+	unit string // printed in the metric column
+}
+
+var (
+	mMsgs   = metric{"msgs/s", func(r *run) float64 { return r.MsgsPerSec }, ""}
+	mMB     = metric{"MB/s each way", func(r *run) float64 { return r.MBPerSec }, ""}
+	mP50    = metric{"p50 µs", func(r *run) float64 { return r.P50 }, ""}
+	mP99    = metric{"p99 µs", func(r *run) float64 { return r.P99 }, ""}
+	mP999   = metric{"p99.9 µs", func(r *run) float64 { return r.P999 }, ""}
+	mHS     = metric{"handshakes/s", func(r *run) float64 { return r.HSPerSec }, ""}
+	mBytes  = metric{"bytes/conn (RSS)", func(r *run) float64 { return r.BytesPer }, ""}
+	mOpen   = metric{"conns open", func(r *run) float64 { return r.Open }, ""}
+	mAlive  = metric{"sample alive", func(r *run) float64 { return r.AliveOK }, ""}
+	mBehind = metric{"sends behind", func(r *run) float64 { return r.Behind }, ""}
+	mTCPU   = metric{"target CPU (cores)", func(r *run) float64 { return r.TargetCPU }, ""}
+	mGCPU   = metric{"generator CPU (cores)", func(r *run) float64 { return r.GenCPU }, ""}
+	mErr    = metric{"errors", func(r *run) float64 { return r.Errors }, ""}
+	mOther  = metric{"other load on proxy core", otherLoad, ""}
+	// Per target core: the figure divided by the CPU the target used, which stays meaningful
+	// when other processes take part of the target's core.
+	mMsgsPC = metric{"msgs/s per target core", perCore(func(r *run) float64 { return r.MsgsPerSec }), ""}
+	mMBPC   = metric{"MB/s per target core", perCore(func(r *run) float64 { return r.MBPerSec }), ""}
+	mHSPC   = metric{"handshakes/s per target core", perCore(func(r *run) float64 { return r.HSPerSec }), ""}
+)
+
+// rows in display order, with their titles and metrics; ids match compare.sh.
+var rows = []struct {
+	id, title string
+	metrics   []metric
+}{
+	{"tp64", "throughput 64 B × 100 conns × window 8", []metric{mMsgs, mMsgsPC, mP50, mP99, mP999, mTCPU, mGCPU, mOther, mErr}},
+	{"tp64k", "throughput 64 KiB × 10 conns × window 4", []metric{mMB, mMBPC, mMsgs, mP50, mP99, mP999, mTCPU, mGCPU, mOther, mErr}},
+	{"rate", "rate 20,000 msg/s × 128 B over 1,000 conns", []metric{mP50, mP99, mP999, mBehind, mTCPU, mGCPU, mOther, mErr}},
+	{"idle", "idle ws://", []metric{mBytes, mOpen, mAlive, mErr}},
+	{"idlewss", "idle wss://", []metric{mBytes, mOpen, mAlive, mErr}},
+	{"hswss", "wss handshakes × 32 workers", []metric{mHS, mHSPC, mP50, mP99, mP999, mTCPU, mGCPU, mOther, mErr}},
+	{"tpwss", "wss throughput 64 B × 100 conns × window 8", []metric{mMsgs, mMsgsPC, mP50, mP99, mP999, mTCPU, mGCPU, mOther, mErr}},
+}
+
+func main() {
+	ref := flag.String("ref", "nginx", "reference target for ratios")
+	targetsFlag := flag.String("targets", "direct wsgate nginx haproxy caddy", "targets (columns), in order")
+	flag.IntVar(&proxyCPU, "proxy-cpu", 0, "CPU the targets were pinned to (for the other-load row)")
+	flag.Parse()
+	targets := strings.Fields(*targetsFlag)
+
+	res := map[string]*run{} // "row target" -> run
+	sc := bufio.NewScanner(os.Stdin)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if !strings.HasPrefix(line, "{") {
+			continue
+		}
+		r := &run{TargetCPU: -1}
+		if err := json.Unmarshal([]byte(line), r); err != nil {
+			fmt.Fprintln(os.Stderr, "report: skipping bad line:", err)
+			continue
+		}
+		res[r.Label] = r
+	}
+
+	fmt.Printf("| scenario | metric | %s |\n", strings.Join(targets, " | "))
+	fmt.Printf("|---|---|%s\n", strings.Repeat("---:|", len(targets)))
+	var notes []string
+	for _, row := range rows {
+		present := false
+		for _, t := range targets {
+			if res[row.id+" "+t] != nil {
+				present = true
+			}
+		}
+		if !present {
+			continue
+		}
+		for i, m := range row.metrics {
+			title := ""
+			if i == 0 {
+				title = row.title
+			}
+			cells := make([]string, len(targets))
+			refRun := res[row.id+" "+*ref]
+			for j, t := range targets {
+				r := res[row.id+" "+t]
+				switch {
+				case r == nil:
+					cells[j] = "–"
+				case r.Skipped != "":
+					cells[j] = "n/a"
+				default:
+					cells[j] = cell(m, r, refRun)
+				}
+			}
+			fmt.Printf("| %s | %s | %s |\n", title, m.name, strings.Join(cells, " | "))
+		}
+		for _, t := range targets {
+			if r := res[row.id+" "+t]; r != nil {
+				if r.Skipped != "" {
+					notes = append(notes, fmt.Sprintf("%s / %s: not run (%s)", row.id, t, r.Skipped))
+				} else if r.FirstError != "" {
+					notes = append(notes, fmt.Sprintf("%s / %s: %s", row.id, t, r.FirstError))
+				}
+			}
+		}
+	}
+	fmt.Printf("\nRatios in parentheses are value ÷ %s's value in the same run (higher is better for rates, worse for latency, CPU and memory).\n", *ref)
+	if len(notes) > 0 {
+		fmt.Println("\nNotes:")
+		for _, n := range notes {
+			fmt.Println("- " + n)
+		}
+	}
+}
+
+func cell(m metric, r, ref *run) string {
+	v := m.get(r)
+	if v < 0 && (m.name == mTCPU.name || m.name == mOther.name || strings.HasSuffix(m.name, "per target core")) {
+		return "n/a"
+	}
+	s := format(v)
+	if m.name == mOther.name || m.name == mErr.name {
+		return s // no ratio: not a property of the target
+	}
+	if ref != nil && ref.Skipped == "" && ref != r {
+		rv := m.get(ref)
+		if rv > 0 && v >= 0 {
+			s += fmt.Sprintf(" (%.2f×)", v/rv)
+		}
+	}
+	return s
+}
+
+func format(v float64) string {
+	switch {
+	case math.Abs(v) >= 1000:
+		return commas(int64(math.Round(v)))
+	case math.Abs(v) >= 100:
+		return fmt.Sprintf("%.0f", v)
+	case math.Abs(v) >= 10:
+		return fmt.Sprintf("%.1f", v)
+	case v == math.Trunc(v):
+		return fmt.Sprintf("%.0f", v)
+	default:
+		return fmt.Sprintf("%.2f", v)
+	}
+}
+
+func commas(n int64) string {
+	s := fmt.Sprint(n)
+	neg := strings.HasPrefix(s, "-")
+	s = strings.TrimPrefix(s, "-")
+	var b strings.Builder
+	for i, c := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	if neg {
+		return "-" + b.String()
+	}
+	return b.String()
+}

@@ -1,0 +1,159 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// clkTck is USER_HZ, the unit of utime/stime in /proc/PID/stat. It is 100 on every Linux
+// architecture Go supports.
+const clkTck = 100
+
+// selfCPU returns this process's user+system CPU time so far.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// procCPU returns the summed user+system CPU time of pids from /proc/PID/stat.
+func procCPU(pids []int) (time.Duration, error) {
+	var total time.Duration
+	for _, pid := range pids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return 0, err
+		}
+		s := string(b)
+		// comm (field 2) may contain spaces; fields after the last ')' start at field 3.
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 {
+			return 0, fmt.Errorf("pid %d: malformed stat", pid)
+		}
+		f := strings.Fields(s[i+1:])
+		if len(f) < 13 {
+			return 0, fmt.Errorf("pid %d: short stat", pid)
+		}
+		ut, _ := strconv.ParseInt(f[11], 10, 64) // field 14
+		st, _ := strconv.ParseInt(f[12], 10, 64) // field 15
+		total += time.Duration(ut+st) * time.Second / clkTck
+	}
+	return total, nil
+}
+
+// procRSS returns the summed VmRSS of pids in bytes.
+func procRSS(pids []int) (int64, error) {
+	var total int64
+	for _, pid := range pids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		if err != nil {
+			return 0, err
+		}
+		found := false
+		for _, line := range strings.Split(string(b), "\n") {
+			if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+				f := strings.Fields(rest)
+				if len(f) >= 1 {
+					kb, err := strconv.ParseInt(f[0], 10, 64)
+					if err != nil {
+						return 0, err
+					}
+					total += kb * 1024
+					found = true
+				}
+			}
+		}
+		if !found {
+			return 0, fmt.Errorf("pid %d: no VmRSS", pid)
+		}
+	}
+	return total, nil
+}
+
+// parsePids parses "123,456".
+func parsePids(s string) ([]int, error) {
+	if s == "" {
+		return nil, nil
+	}
+	var out []int
+	for _, p := range strings.Split(s, ",") {
+		p = strings.TrimSpace(p)
+		if p == "" {
+			continue
+		}
+		n, err := strconv.Atoi(p)
+		if err != nil || n <= 0 {
+			return nil, fmt.Errorf("bad pid %q", p)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+// coreBusy returns, per CPU, the jiffies spent not idle (all processes) from /proc/stat.
+func coreBusy() []int64 {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return nil
+	}
+	var out []int64
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 6 || !strings.HasPrefix(f[0], "cpu") || f[0] == "cpu" {
+			continue
+		}
+		var busy int64
+		for i := 1; i < len(f) && i <= 8; i++ {
+			if i == 4 || i == 5 { // idle, iowait
+				continue
+			}
+			v, _ := strconv.ParseInt(f[i], 10, 64)
+			busy += v
+		}
+		out = append(out, busy)
+	}
+	return out
+}
+
+// cpuMeter measures own and target CPU over an interval.
+type cpuMeter struct {
+	pids        []int
+	wall0       time.Time
+	self0, tgt0 time.Duration
+	tgtErr      error
+	cores0      []int64
+	coresBusy   []float64 // set by stop: each CPU's busy share (all processes), 0..1
+}
+
+func startCPU(pids []int) *cpuMeter {
+	m := &cpuMeter{pids: pids, wall0: time.Now(), self0: selfCPU(), cores0: coreBusy()}
+	if len(pids) > 0 {
+		m.tgt0, m.tgtErr = procCPU(pids)
+	}
+	return m
+}
+
+// stop returns own and target CPU use in cores (1.0 = one core busy); target is -1 when
+// unknown.
+func (m *cpuMeter) stop() (self, target float64) {
+	wall := time.Since(m.wall0).Seconds()
+	self = (selfCPU() - m.self0).Seconds() / wall
+	if c1 := coreBusy(); len(c1) == len(m.cores0) {
+		for i := range c1 {
+			m.coresBusy = append(m.coresBusy, float64(c1[i]-m.cores0[i])/clkTck/wall)
+		}
+	}
+	target = -1
+	if len(m.pids) > 0 && m.tgtErr == nil {
+		if t1, err := procCPU(m.pids); err == nil {
+			target = (t1 - m.tgt0).Seconds() / wall
+		}
+	}
+	return self, target
+}

@@ -1,0 +1,322 @@
+package main
+
+// A minimal client-side WebSocket codec (RFC 6455) on a raw net.Conn: just what a load
+// generator needs. Client frames are masked; server frames are expected unmasked. Messages may
+// arrive fragmented; pings are answered, pongs skipped, a close ends the read.
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/rand"
+	"crypto/sha1"
+	"crypto/tls"
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+)
+
+const (
+	opCont   = 0x0
+	opText   = 0x1
+	opBinary = 0x2
+	opClose  = 0x8
+	opPing   = 0x9
+	opPong   = 0xA
+)
+
+const wsGUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+var errClosed = errors.New("websocket: close frame received")
+
+// dialConfig describes how to reach the target.
+type dialConfig struct {
+	URL        *url.URL
+	TLS        *tls.Config // non-nil for wss://
+	Timeout    time.Duration
+	LocalAddrs []net.IP // source addresses to rotate over (nil = kernel's choice)
+}
+
+// target returns host:port with the scheme's default port filled in.
+func (d *dialConfig) target() string {
+	h := d.URL.Host
+	if d.URL.Port() == "" {
+		if d.URL.Scheme == "wss" {
+			h = net.JoinHostPort(d.URL.Hostname(), "443")
+		} else {
+			h = net.JoinHostPort(d.URL.Hostname(), "80")
+		}
+	}
+	return h
+}
+
+// checkLoopback refuses any target that is not on 127.0.0.0/8 or ::1: this tool is for local
+// benchmarking only.
+func checkLoopback(u *url.URL) error {
+	host := u.Hostname()
+	if host == "localhost" {
+		return nil
+	}
+	ip := net.ParseIP(host)
+	if ip == nil || !ip.IsLoopback() {
+		return fmt.Errorf("target %q is not a loopback address (127.0.0.0/8, ::1, localhost)", host)
+	}
+	return nil
+}
+
+// conn is one client WebSocket connection.
+type conn struct {
+	nc net.Conn
+	br *bufio.Reader
+
+	wmu  sync.Mutex // serialises writes (data writer vs pong replies)
+	wbuf []byte     // frames being batched for one Write
+
+	rbuf []byte // reassembly buffer for fragmented messages
+	mask uint64 // xorshift state for mask keys
+}
+
+// dial opens TCP (and TLS) to the target from localIP (nil = any) and performs the upgrade.
+func dial(dc *dialConfig, localIP net.IP) (*conn, error) {
+	d := net.Dialer{Timeout: dc.Timeout}
+	if localIP != nil {
+		d.LocalAddr = &net.TCPAddr{IP: localIP}
+	}
+	nc, err := d.Dial("tcp", dc.target())
+	if err != nil {
+		return nil, fmt.Errorf("dial: %w", err)
+	}
+	if dc.Timeout > 0 {
+		_ = nc.SetDeadline(time.Now().Add(dc.Timeout))
+	}
+	if dc.TLS != nil {
+		tc := tls.Client(nc, dc.TLS)
+		if err := tc.Handshake(); err != nil {
+			nc.Close()
+			return nil, fmt.Errorf("tls handshake: %w", err)
+		}
+		nc = tc
+	}
+	c := &conn{nc: nc, br: bufio.NewReaderSize(nc, 16<<10)}
+	var seed [8]byte
+	_, _ = rand.Read(seed[:])
+	c.mask = binary.LittleEndian.Uint64(seed[:]) | 1
+	if err := c.upgrade(dc.URL); err != nil {
+		nc.Close()
+		return nil, err
+	}
+	_ = nc.SetDeadline(time.Time{})
+	return c, nil
+}
+
+func (c *conn) upgrade(u *url.URL) error {
+	var k [16]byte
+	_, _ = rand.Read(k[:])
+	key := base64.StdEncoding.EncodeToString(k[:])
+	path := u.RequestURI()
+	if path == "" {
+		path = "/"
+	}
+	req := "GET " + path + " HTTP/1.1\r\nHost: " + u.Host +
+		"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: " + key +
+		"\r\nSec-WebSocket-Version: 13\r\n\r\n"
+	if _, err := io.WriteString(c.nc, req); err != nil {
+		return fmt.Errorf("write upgrade request: %w", err)
+	}
+	line, err := c.br.ReadSlice('\n')
+	if err != nil {
+		return fmt.Errorf("read upgrade response: %w", err)
+	}
+	if !bytes.HasPrefix(line, []byte("HTTP/1.1 101")) {
+		status := strings.TrimSpace(string(line))
+		// Show the start of the body too: refusals usually say why.
+		_ = c.nc.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		rest, _ := io.ReadAll(io.LimitReader(c.br, 2048))
+		if _, body, ok := bytes.Cut(rest, []byte("\r\n\r\n")); ok && len(body) > 0 {
+			if len(body) > 120 {
+				body = body[:120]
+			}
+			return fmt.Errorf("upgrade refused: %q: %q", status, strings.TrimSpace(string(body)))
+		}
+		return fmt.Errorf("upgrade refused: %q", status)
+	}
+	h := sha1.Sum([]byte(key + wsGUID))
+	want := base64.StdEncoding.EncodeToString(h[:])
+	gotAccept := false
+	for {
+		line, err := c.br.ReadSlice('\n')
+		if err != nil {
+			return fmt.Errorf("read upgrade headers: %w", err)
+		}
+		s := strings.TrimRight(string(line), "\r\n")
+		if s == "" {
+			break
+		}
+		name, val, ok := strings.Cut(s, ":")
+		if ok && strings.EqualFold(strings.TrimSpace(name), "Sec-WebSocket-Accept") {
+			if strings.TrimSpace(val) != want {
+				return fmt.Errorf("bad Sec-WebSocket-Accept %q", strings.TrimSpace(val))
+			}
+			gotAccept = true
+		}
+	}
+	if !gotAccept {
+		return errors.New("upgrade response lacks Sec-WebSocket-Accept")
+	}
+	return nil
+}
+
+func (c *conn) nextMask() uint32 {
+	x := c.mask
+	x ^= x << 13
+	x ^= x >> 7
+	x ^= x << 17
+	c.mask = x
+	return uint32(x)
+}
+
+// appendFrame appends one masked, final frame to b. Must be called with wmu held.
+func (c *conn) appendFrame(b []byte, op byte, payload []byte) []byte {
+	n := len(payload)
+	b = append(b, 0x80|op)
+	switch {
+	case n < 126:
+		b = append(b, 0x80|byte(n))
+	case n <= 0xFFFF:
+		b = append(b, 0x80|126, byte(n>>8), byte(n))
+	default:
+		b = append(b, 0x80|127)
+		b = binary.BigEndian.AppendUint64(b, uint64(n))
+	}
+	m := c.nextMask()
+	b = binary.BigEndian.AppendUint32(b, m)
+	start := len(b)
+	b = append(b, payload...)
+	maskBytes(b[start:], m)
+	return b
+}
+
+// maskBytes XORs p with the 4-byte key k (big-endian order as on the wire), a word at a time.
+func maskBytes(p []byte, k uint32) {
+	var kb [4]byte
+	binary.BigEndian.PutUint32(kb[:], k)
+	k64 := uint64(binary.LittleEndian.Uint32(kb[:]))
+	k64 |= k64 << 32
+	i := 0
+	for ; i+8 <= len(p); i += 8 {
+		v := binary.LittleEndian.Uint64(p[i:])
+		binary.LittleEndian.PutUint64(p[i:], v^k64)
+	}
+	for ; i < len(p); i++ {
+		p[i] ^= kb[i&3]
+	}
+}
+
+// writeFrame writes one frame immediately.
+func (c *conn) writeFrame(op byte, payload []byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.wbuf = c.appendFrame(c.wbuf[:0], op, payload)
+	_, err := c.nc.Write(c.wbuf)
+	return err
+}
+
+// readMessage reads the next data message (reassembling fragments) and returns its opcode and
+// payload; the payload aliases an internal buffer valid until the next call. Pings are answered,
+// pongs ignored. A close frame yields errClosed.
+func (c *conn) readMessage() (byte, []byte, error) {
+	var hdr [14]byte
+	msgOp := byte(0)
+	c.rbuf = c.rbuf[:0]
+	for {
+		if _, err := io.ReadFull(c.br, hdr[:2]); err != nil {
+			return 0, nil, err
+		}
+		fin := hdr[0]&0x80 != 0
+		op := hdr[0] & 0x0F
+		masked := hdr[1]&0x80 != 0
+		n := uint64(hdr[1] & 0x7F)
+		switch n {
+		case 126:
+			if _, err := io.ReadFull(c.br, hdr[2:4]); err != nil {
+				return 0, nil, err
+			}
+			n = uint64(binary.BigEndian.Uint16(hdr[2:4]))
+		case 127:
+			if _, err := io.ReadFull(c.br, hdr[2:10]); err != nil {
+				return 0, nil, err
+			}
+			n = binary.BigEndian.Uint64(hdr[2:10])
+		}
+		var mk uint32
+		if masked { // servers must not mask, but tolerate it
+			if _, err := io.ReadFull(c.br, hdr[10:14]); err != nil {
+				return 0, nil, err
+			}
+			mk = binary.BigEndian.Uint32(hdr[10:14])
+		}
+		if n > 64<<20 {
+			return 0, nil, fmt.Errorf("frame of %d bytes is too large", n)
+		}
+		if op >= opClose { // control frame, possibly between fragments
+			var cb [125]byte
+			if n > 125 {
+				return 0, nil, errors.New("control frame too long")
+			}
+			if _, err := io.ReadFull(c.br, cb[:n]); err != nil {
+				return 0, nil, err
+			}
+			if masked {
+				maskBytes(cb[:n], mk)
+			}
+			switch op {
+			case opPing:
+				if err := c.writeFrame(opPong, cb[:n]); err != nil {
+					return 0, nil, err
+				}
+			case opClose:
+				return opClose, nil, errClosed
+			}
+			continue
+		}
+		start := len(c.rbuf)
+		need := start + int(n)
+		if cap(c.rbuf) < need {
+			nb := make([]byte, start, need+need/4)
+			copy(nb, c.rbuf)
+			c.rbuf = nb
+		}
+		c.rbuf = c.rbuf[:need]
+		if _, err := io.ReadFull(c.br, c.rbuf[start:]); err != nil {
+			return 0, nil, err
+		}
+		if masked {
+			maskBytes(c.rbuf[start:], mk)
+		}
+		if op != opCont {
+			msgOp = op
+		}
+		if fin {
+			return msgOp, c.rbuf, nil
+		}
+	}
+}
+
+// closeGracefully sends a close frame, waits (bounded) for the peer's close or EOF, then closes.
+func (c *conn) closeGracefully(wait time.Duration) {
+	_ = c.nc.SetDeadline(time.Now().Add(wait))
+	if err := c.writeFrame(opClose, []byte{0x03, 0xE8}); err == nil {
+		for {
+			if _, _, err := c.readMessage(); err != nil {
+				break
+			}
+		}
+	}
+	c.nc.Close()
+}

@@ -1,0 +1,189 @@
+package main
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// echoServer echoes every message; mangle, when set, may drop or hold back messages by sequence
+// number: it returns the messages to send now (in order) for the one received.
+func echoServer(t *testing.T, mangle func(seq uint64, msg []byte) [][]byte) *httptest.Server {
+	up := websocket.Upgrader{CheckOrigin: func(*http.Request) bool { return true }}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := up.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		for {
+			op, msg, err := c.ReadMessage()
+			if err != nil {
+				return
+			}
+			out := [][]byte{msg}
+			if mangle != nil && len(msg) >= msgHeader {
+				seq, _ := getHeader(msg)
+				out = mangle(seq, msg)
+			}
+			for _, m := range out {
+				if err := c.WriteMessage(op, m); err != nil {
+					return
+				}
+			}
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func testOptions(srv *httptest.Server, conns int) *options {
+	return &options{
+		mode:     "throughput",
+		url:      "ws" + strings.TrimPrefix(srv.URL, "http") + "/any/path",
+		conns:    conns,
+		window:   4,
+		size:     64,
+		duration: 300 * time.Millisecond,
+		drain:    2 * time.Second,
+		timeout:  5 * time.Second,
+		dialPar:  4,
+		lagLimit: time.Millisecond,
+	}
+}
+
+func TestThroughputCleanEcho(t *testing.T) {
+	srv := echoServer(t, nil)
+	res, err := runLoad(testOptions(srv, 4))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Msgs == 0 || res.Sent == 0 {
+		t.Fatalf("no messages echoed: %+v", res)
+	}
+	if res.Errors != 0 {
+		t.Fatalf("errors on a correct echo: %+v", res)
+	}
+	if res.P50 <= 0 || res.P99 < res.P50 {
+		t.Fatalf("implausible latency: p50 %v p99 %v", res.P50, res.P99)
+	}
+}
+
+func TestThroughputDetectsLossAndReorder(t *testing.T) {
+	var held []byte
+	srv := echoServer(t, func(seq uint64, msg []byte) [][]byte {
+		switch seq {
+		case 5: // dropped
+			return nil
+		case 10: // held back, sent after 11
+			held = append([]byte(nil), msg...)
+			return nil
+		case 11:
+			return [][]byte{msg, held}
+		case 20: // duplicated
+			return [][]byte{msg, msg}
+		}
+		return [][]byte{msg}
+	})
+	res, err := runLoad(testOptions(srv, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Sent < 30 {
+		t.Fatalf("too few messages sent to test: %+v", res)
+	}
+	if res.Lost != 1 || res.Reordered != 1 || res.Dup != 1 {
+		t.Fatalf("want lost 1, reordered 1, duplicated 1; got lost %d, reordered %d, duplicated %d",
+			res.Lost, res.Reordered, res.Dup)
+	}
+	if res.Errors != 3 {
+		t.Fatalf("want 3 errors, got %d", res.Errors)
+	}
+}
+
+func TestRateOpenLoop(t *testing.T) {
+	srv := echoServer(t, nil)
+	o := testOptions(srv, 4)
+	o.mode = "rate"
+	o.rate = 400
+	res, err := runLoad(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 400 msg/s for 0.3 s = 120 scheduled sends.
+	if res.Sent < 110 || res.Sent > 125 || res.Errors != 0 {
+		t.Fatalf("rate run: sent %d, errors %d (%+v)", res.Sent, res.Errors, res)
+	}
+}
+
+func TestHistQuantiles(t *testing.T) {
+	var h hist
+	for i := 1; i <= 100000; i++ {
+		h.record(time.Duration(i) * time.Microsecond)
+	}
+	for _, c := range []struct {
+		q    float64
+		want float64
+	}{{0.5, 50000}, {0.99, 99000}, {0.999, 99900}} {
+		got := float64(h.quantile(c.q)) / 1000
+		if got < c.want*0.99 || got > c.want*1.01 {
+			t.Errorf("q%v = %vµs, want ≈ %vµs", c.q, got, c.want)
+		}
+	}
+	for _, v := range []int64{0, 1, 255, 256, 257, 1000, 123456789, 1 << 40} {
+		i := histIndex(v)
+		if mid := histValue(i); v > 256 && (float64(mid) < float64(v)*0.99 || float64(mid) > float64(v)*1.01) {
+			t.Errorf("value %d -> bucket %d -> %d", v, i, mid)
+		}
+	}
+}
+
+func TestRefusesNonLoopback(t *testing.T) {
+	o := &options{mode: "throughput", url: "ws://10.0.0.1:80/", conns: 1, window: 1, size: 64}
+	if _, err := runLoad(o); err == nil || !strings.Contains(err.Error(), "loopback") {
+		t.Fatalf("want loopback refusal, got %v", err)
+	}
+}
+
+func BenchmarkAppendFrame(b *testing.B) {
+	c := &conn{mask: 1}
+	p := make([]byte, 64)
+	buf := make([]byte, 0, 256)
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		buf = c.appendFrame(buf[:0], opBinary, p)
+	}
+}
+
+func TestHandshakeAndIdle(t *testing.T) {
+	srv := echoServer(t, nil)
+	o := testOptions(srv, 2)
+	o.mode = "handshake"
+	hs, err := runHandshake(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hs.Handshakes == 0 || hs.Errors != 0 {
+		t.Fatalf("handshake run: %+v", hs)
+	}
+
+	o = testOptions(srv, 0)
+	o.mode = "idle"
+	o.n = 30
+	o.sample = 5
+	o.perIP = 10 // 127.0.0.2, .3, .4
+	o.srcBase = "127.0.0.2"
+	o.pids = []int{os.Getpid()}
+	idle, err := runIdle(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if idle.Open != 30 || idle.AliveOK != 5 || idle.Errors != 0 || idle.RSSAfter == 0 {
+		t.Fatalf("idle run: %+v", idle)
+	}
+}
