@@ -8,10 +8,21 @@ import (
 
 // Limiter meters the data one side sends: messages per second and bytes per second, each a
 // token bucket (golang.org/x/time/rate). One Limiter belongs to one pump; it is not shared.
+//
+// Per-frame cost: tokens are taken from the rate.Limiter in batches (up to 1/16 of the burst
+// or 10 ms of refill at a time) and spent locally, so most frames cost a comparison and a subtraction, and only
+// every few dozen frames a call into the limiter and a clock read.
 type Limiter struct {
-	msgs     *rate.Limiter // nil = unlimited
-	bytes    *rate.Limiter // nil = unlimited
+	msgs     bucket // message tokens
+	bytes    bucket // byte tokens
 	throttle bool
+}
+
+// bucket is one rate.Limiter with locally held credit. A nil lim means unlimited.
+type bucket struct {
+	lim    *rate.Limiter
+	credit int64 // tokens already taken from lim and not yet spent
+	batch  int64 // extra tokens taken at a time
 }
 
 // NewLimiter returns a limiter for msgsPerSec messages and bytesPerSec bytes per second with
@@ -24,44 +35,68 @@ func NewLimiter(msgsPerSec float64, bytesPerSec int64, burst int, throttle bool)
 	}
 	l := &Limiter{throttle: throttle}
 	if msgsPerSec > 0 {
-		l.msgs = rate.NewLimiter(rate.Limit(msgsPerSec), max(burst, 1))
+		b := max(burst, 1)
+		l.msgs = bucket{lim: rate.NewLimiter(rate.Limit(msgsPerSec), b), batch: batchOf(b, msgsPerSec)}
 	}
 	if bytesPerSec > 0 {
-		l.bytes = rate.NewLimiter(rate.Limit(bytesPerSec), int(max(bytesPerSec, ChunkSize)))
+		b := int(max(bytesPerSec, ChunkSize))
+		l.bytes = bucket{lim: rate.NewLimiter(rate.Limit(bytesPerSec), b), batch: batchOf(b, float64(bytesPerSec))}
 	}
 	return l
 }
 
-// reserve charges one frame of n payload bytes (and one message if newMsg) at now. It returns
-// 0 if the frame is within the rates, else how long the reader must wait before the frame is
-// within them. In close mode a positive result means "over the limit" and nothing is charged.
-// A frame larger than the byte burst is charged in burst-sized pieces (rate.ReserveN fails
-// for n above the burst).
-func (l *Limiter) reserve(now time.Time, newMsg bool, n int64) time.Duration {
-	if !l.throttle {
-		if newMsg && l.msgs != nil && !l.msgs.AllowN(now, 1) {
-			return time.Nanosecond
+// batchOf is how many extra tokens a bucket takes at a time: at most 1/16 of the burst and
+// what the rate refills in 10 ms, so taking them early shifts timing by 10 ms at most.
+func batchOf(burst int, perSec float64) int64 {
+	return int64(min(float64(burst/16), perSec/100))
+}
+
+// reserve charges one frame of n payload bytes (and one message if newMsg). It returns 0 if
+// the frame is within the rates, else how long the reader must wait before the frame is
+// within them. In close mode a positive result means "over the limit". now is called only
+// when the local credit does not cover the frame.
+func (l *Limiter) reserve(now func() time.Time, newMsg bool, n int64) time.Duration {
+	var d time.Duration
+	if newMsg {
+		d = l.msgs.take(now, 1, l.throttle)
+		if d > 0 && !l.throttle {
+			return d
 		}
-		if l.bytes != nil && n > 0 {
-			b := int64(l.bytes.Burst())
-			if n > b || l.bytes.TokensAt(now) < float64(n) {
-				return time.Nanosecond
-			}
-			l.bytes.AllowN(now, int(n))
-		}
+	}
+	return max(d, l.bytes.take(now, n, l.throttle))
+}
+
+// take spends n tokens: from the local credit when it covers them, else from the limiter
+// together with a batch of extra tokens (in close mode only as many as it has now).
+func (b *bucket) take(now func() time.Time, n int64, throttle bool) time.Duration {
+	if b.lim == nil || n <= 0 {
 		return 0
 	}
-	var d time.Duration
-	if newMsg && l.msgs != nil {
-		d = l.msgs.ReserveN(now, 1).DelayFrom(now)
+	if b.credit >= n {
+		b.credit -= n
+		return 0
 	}
-	if l.bytes != nil {
-		b := int64(l.bytes.Burst())
-		for n > 0 {
-			c := min(n, b)
-			n -= c
-			d = max(d, l.bytes.ReserveN(now, int(c)).DelayFrom(now))
+	t := now()
+	need := n - b.credit
+	burst := int64(b.lim.Burst())
+	if !throttle {
+		avail := int64(b.lim.TokensAt(t))
+		if avail < need || need > burst {
+			return time.Nanosecond // over the limit; nothing charged
 		}
+		grab := min(avail, need+b.batch)
+		b.lim.AllowN(t, int(grab))
+		b.credit += grab - n
+		return 0
 	}
+	// Throttle: reserve what is needed (in burst-sized pieces: rate.ReserveN fails above the
+	// burst) plus a batch, and wait until the last piece is due.
+	var d time.Duration
+	for left := need + b.batch; left > 0; {
+		c := min(left, burst)
+		left -= c
+		d = max(d, b.lim.ReserveN(t, int(c)).DelayFrom(t))
+	}
+	b.credit += need + b.batch - n
 	return d
 }
