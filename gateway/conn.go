@@ -21,7 +21,15 @@ import (
 
 // serveConn runs one client connection from accept to close.
 func (g *Gateway) serveConn(l *listener, c net.Conn) {
-	defer g.wg.Done()
+	// After the upgrade the relay owns the connection: its pumps run on goroutines of their
+	// own and this goroutine ends, so an idle connection keeps no handshake-sized stack. The
+	// deferred cleanups below then run from the relay's completion instead (handedOff).
+	handedOff := false
+	defer func() {
+		if !handedOff {
+			g.wg.Done()
+		}
+	}()
 	cc := &clientConn{conn: c}
 	upgraded := false // the client has its 101: a panic is answered with a 1011 close frame
 	defer func() {
@@ -34,6 +42,8 @@ func (g *Gateway) serveConn(l *listener, c net.Conn) {
 				cc.conn.SetWriteDeadline(time.Now().Add(time.Second))
 				cc.conn.Write(f)
 			}
+		} else if handedOff {
+			return
 		}
 		c.Close()
 	}()
@@ -41,12 +51,17 @@ func (g *Gateway) serveConn(l *listener, c net.Conn) {
 		writeRefusal(c, refuse(http.StatusServiceUnavailable, "shutting down"))
 		return
 	}
-	defer g.untrack(cc)
+	release := []func(){func() { g.untrack(cc) }}
+	defer func() {
+		if !handedOff {
+			runAll(release)
+		}
+	}()
 
 	lc := l.cfg.Load()
 	if max := lc.MaxConnections; max > 0 {
 		n := l.active.Add(1)
-		defer l.active.Add(-1)
+		release = append(release, func() { l.active.Add(-1) })
 		if n > int64(max) {
 			// Answer at once, without reading the request: established traffic is not
 			// slowed by a flood of new connections.
@@ -58,7 +73,7 @@ func (g *Gateway) serveConn(l *listener, c net.Conn) {
 		}
 	} else {
 		l.active.Add(1)
-		defer l.active.Add(-1)
+		release = append(release, func() { l.active.Add(-1) })
 	}
 	if tc, ok := c.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
@@ -105,13 +120,17 @@ func (g *Gateway) serveConn(l *listener, c net.Conn) {
 		h.refuse(ref)
 		return
 	}
-	defer h.release()
+	release = append(release, func() { h.release() })
 	backend, ref := h.dialBackend(req)
 	if ref != nil {
 		h.refuse(ref)
 		return
 	}
-	defer backend.Conn.Close() // the relay closes it too; this covers a panic before it runs
+	defer func() {
+		if !handedOff {
+			backend.Conn.Close() // covers a panic before the relay owns it
+		}
+	}()
 	if err := h.accept(req, backend); err != nil {
 		backend.Conn.Close()
 		proxy.PutReader(backend.Reader)
@@ -119,12 +138,24 @@ func (g *Gateway) serveConn(l *listener, c net.Conn) {
 		return
 	}
 	upgraded = true
+	h.req = nil // the request is not needed for the connection's lifetime
 	lim.limiting = false
 	conn.SetDeadline(time.Time{})
 	g.obs.Handshake(h.rt.Path, http.StatusSwitchingProtocols)
 	cr := br
 	br = nil
-	h.relay(cc, cr, backend)
+	h.relay(cc, cr, backend, &handedOff, func() {
+		runAll(release)
+		c.Close()
+		g.wg.Done()
+	})
+}
+
+// runAll runs cleanups in reverse order, like defers.
+func runAll(fs []func()) {
+	for i := len(fs) - 1; i >= 0; i-- {
+		fs[i]()
+	}
 }
 
 // handshake carries one connection's handshake state.
@@ -229,6 +260,9 @@ func (h *handshake) accept(req *http.Request, b *proxy.Backend) error {
 		sb.WriteString("Set-Cookie: " + c + "\r\n")
 	}
 	sb.WriteString("\r\n")
+	// handshake_timeout bounds reading the request and the backend dial; the answer itself
+	// gets a fresh second, so a backend that answered just in time still yields a 101.
+	h.conn.SetWriteDeadline(time.Now().Add(time.Second))
 	_, err := io.WriteString(h.conn, sb.String())
 	return err
 }
@@ -254,8 +288,10 @@ func (h *handshake) refuse(ref *refusal) {
 	}
 }
 
-// relay runs the frame relay and writes the access log line.
-func (h *handshake) relay(cc *clientConn, br *bufio.Reader, b *proxy.Backend) {
+// relay starts the frame relay; when it ends, it writes the access log line and calls done.
+// It sets *handedOff just before the relay starts (the relay may finish before relay returns);
+// until then the caller's cleanups still own the connection.
+func (h *handshake) relay(cc *clientConn, br *bufio.Reader, b *proxy.Backend, handedOff *bool, done func()) {
 	lim := h.rt.Limits
 	route := h.rt.Path
 	throttle := lim.OnLimit != config.OnLimitClose
@@ -278,8 +314,22 @@ func (h *handshake) relay(cc *clientConn, br *bufio.Reader, b *proxy.Backend) {
 	pair := proxy.NewPair(h.conn, br, b.Conn, b.Reader, opts)
 	cc.setPair(pair)
 	h.g.obs.Opened(route)
-	res := pair.Run()
-	h.g.obs.Closed(route, &res)
+	*handedOff = true
+	pair.Start(func(res proxy.Result) {
+		defer done()
+		defer func() {
+			if r := recover(); r != nil {
+				h.g.log.Error("panic after relay", "panic", r, "stack", string(debug.Stack()))
+			}
+		}()
+		h.logClosed(b, &res)
+	})
+}
+
+// logClosed records a finished connection: metrics and the access log line.
+func (h *handshake) logClosed(b *proxy.Backend, res *proxy.Result) {
+	route := h.rt.Path
+	h.g.obs.Closed(route, res)
 	h.g.log.LogAttrs(context.Background(), slog.LevelInfo, "connection",
 		slog.String("client", h.clientAddr()),
 		slog.String("client_ip", h.ip),

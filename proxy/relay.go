@@ -30,6 +30,11 @@ const bufSize = wsframe.MaxHeaderSize + ChunkSize
 
 var bufPool = sync.Pool{New: func() any { return new([bufSize]byte) }}
 
+// ctrlFrameSize fits any control frame.
+const ctrlFrameSize = wsframe.MaxHeaderSize + wsframe.MaxControlPayload
+
+var ctrlPool = sync.Pool{New: func() any { return new([ctrlFrameSize]byte) }}
+
 // testPanicHook, when set, is called by a pump with every valid frame header it reads. Only
 // this package's tests set it (before any pair runs), to inject a panic into one connection
 // and check that the pump's recover contains it. Nil in production: one untaken branch per
@@ -115,7 +120,6 @@ type side struct {
 	wmu       sync.Mutex
 	closeSent bool
 	wdeadline time.Time
-	ctrl      [wsframe.MaxHeaderSize + wsframe.MaxControlPayload]byte
 
 	// Guarded by pair.mu.
 	recvClose bool
@@ -123,7 +127,7 @@ type side struct {
 	info      CloseInfo
 
 	awaitPong atomic.Bool
-	ctrlIn    [wsframe.MaxControlPayload]byte // owned by the pump reading this side
+	msg       msgState // owned by the pump reading this side
 }
 
 // Pair relays frames between a client and a backend connection.
@@ -150,8 +154,9 @@ type Pair struct {
 	timerWG    sync.WaitGroup
 	done       chan struct{} // closed by finish
 
-	start time.Time
-	wg    sync.WaitGroup
+	start   time.Time
+	running atomic.Int32 // pumps still running
+	onDone  func(Result)
 }
 
 // NewPair prepares a relay between an upgraded client connection (read through cr, which may
@@ -170,26 +175,43 @@ func NewPair(client net.Conn, cr *bufio.Reader, backend net.Conn, br *bufio.Read
 	return p
 }
 
-// Run relays until both sides are closed and returns what happened. It owns two pump
-// goroutines and the keepalive timers, and returns only after all of them have ended.
+// Run relays until both sides are closed and returns what happened.
 func (p *Pair) Run() Result {
+	ch := make(chan Result, 1)
+	p.Start(func(r Result) { ch <- r })
+	return <-ch
+}
+
+// Start relays in the background: one goroutine per direction, which are the pair's only
+// goroutines while it is busy (no goroutine waits on the pair's behalf). When both directions
+// have ended, the sockets are closed, the timers stopped, and done is called with the result on
+// the last pump's goroutine.
+func (p *Pair) Start(done func(Result)) {
 	p.start = time.Now()
+	p.onDone = done
 	p.startTimers()
-	p.wg.Add(2)
-	go p.pump(&p.backend, &p.client)
-	p.pump(&p.client, &p.backend) // on the caller's goroutine: one goroutine less per connection
-	p.wg.Wait()
+	p.running.Store(2)
+	go p.pumpTask(&p.backend, &p.client)
+	go p.pumpTask(&p.client, &p.backend)
+}
+
+func (p *Pair) pumpTask(src, dst *side) {
+	p.pump(src, dst)
+	if p.running.Add(-1) != 0 {
+		return
+	}
 	p.client.conn.Close()
 	p.backend.conn.Close()
 	p.stopTimers()
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	return Result{
+	res := Result{
 		Client: p.client.stats, Backend: p.backend.stats,
 		ClientClose: p.client.info, BackendClose: p.backend.info,
 		ClosedBy: p.closedBy, Cause: p.cause, ProtocolErrorCode: p.protoCode,
 		Start: p.start, End: time.Now(),
 	}
+	p.mu.Unlock()
+	p.onDone(res)
 }
 
 // Shutdown starts a gateway close of both sides with code and reason (drain: 1001 "going
@@ -212,9 +234,10 @@ func (p *Pair) other(s *side) *side {
 	return &p.client
 }
 
-// pump reads frames from src and forwards data to dst until src's read side ends.
+// pump reads frames from src and forwards data to dst until src's read side ends. It parks
+// in a small frame while src is idle, so the GC can shrink an idle connection's stack back to
+// the minimum; relayFrames, which needs more stack, runs only while data flows.
 func (p *Pair) pump(src, dst *side) {
-	defer p.wg.Done()
 	defer func() {
 		PutReader(src.br)
 		src.br = nil
@@ -226,10 +249,37 @@ func (p *Pair) pump(src, dst *side) {
 			p.fail(nil, wsframe.CloseInternalError, "internal error", wsframe.CloseInternalError, "internal error", "panic")
 		}
 	}()
+	for {
+		if src.idle != nil && src.br.Buffered() == 0 {
+			// Idle: give the read buffer back while waiting for the next frame.
+			PutReader(src.br)
+			err := src.idle.wait()
+			src.br = GetReader(src.conn)
+			if err != nil {
+				p.readFailed(src, err)
+				return
+			}
+		}
+		if !p.relayFrames(src, dst) {
+			return
+		}
+	}
+}
+
+// msgState is a pump's message state, kept across its idle periods.
+type msgState struct {
+	frames wsframe.MessageState
+	utf8   wsframe.UTF8Validator
+	size   int64 // bytes of the current message so far
+}
+
+// relayFrames relays frames from src to dst until src has nothing buffered (it returns true:
+// the caller waits for more) or src's read side ends (false).
+func (p *Pair) relayFrames(src, dst *side) bool {
 	var (
-		state   wsframe.MessageState
-		utf8v   wsframe.UTF8Validator
-		msgSize int64
+		state   = &src.msg.frames
+		utf8v   = &src.msg.utf8
+		msgSize = &src.msg.size
 		out     *[bufSize]byte
 		w       int // bytes pending in out
 	)
@@ -249,16 +299,9 @@ func (p *Pair) pump(src, dst *side) {
 	}
 	defer release()
 
-	for {
-		if src.idle != nil && src.br.Buffered() == 0 {
-			// Idle: give the read buffer back while waiting for the next frame.
-			PutReader(src.br)
-			err := src.idle.wait()
-			src.br = GetReader(src.conn)
-			if err != nil {
-				p.readFailed(src, err)
-				return
-			}
+	for first := true; ; first = false {
+		if !first && src.idle != nil && src.br.Buffered() == 0 {
+			return true
 		}
 		h, err := readHeader(src.br)
 		if err == nil {
@@ -271,7 +314,7 @@ func (p *Pair) pump(src, dst *side) {
 			flush()
 			release()
 			p.readFailed(src, err)
-			return
+			return false
 		}
 		if testPanicHook != nil {
 			testPanicHook(src.who, h)
@@ -280,7 +323,7 @@ func (p *Pair) pump(src, dst *side) {
 			flush()
 			release()
 			if !p.control(src, h) {
-				return
+				return false
 			}
 			continue
 		}
@@ -289,36 +332,36 @@ func (p *Pair) pump(src, dst *side) {
 		src.stats.DataFrames++
 		src.stats.Bytes += uint64(h.Length)
 		if h.Opcode != wsframe.OpContinuation {
-			msgSize = 0
+			*msgSize = 0
 			utf8v.Reset()
 		}
-		msgSize += h.Length
+		*msgSize += h.Length
 		if lim := p.opts.MaxFrameSize; lim > 0 && h.Length > lim {
 			flush()
 			release()
 			p.limitFired(src, "max_frame_size")
 			p.failBy(src, wsframe.CloseTooBig, "frame too big")
-			return
+			return false
 		}
-		if lim := p.opts.MaxMessageSize; lim > 0 && msgSize > lim {
+		if lim := p.opts.MaxMessageSize; lim > 0 && *msgSize > lim {
 			flush()
 			release()
 			p.limitFired(src, "max_message_size")
 			p.failBy(src, wsframe.CloseTooBig, "message too big")
-			return
+			return false
 		}
 		if src.lim != nil {
-			if d := src.lim.reserve(time.Now(), h.Opcode != wsframe.OpContinuation, h.Length); d > 0 {
+			if d := src.lim.reserve(time.Now, h.Opcode != wsframe.OpContinuation, h.Length); d > 0 {
 				flush()
 				release()
 				if !src.lim.throttle {
 					p.limitFired(src, "rate")
 					p.failBy(src, wsframe.ClosePolicyViolation, "rate limit exceeded")
-					return
+					return false
 				}
 				p.limitFired(src, "rate_throttle")
 				if !p.sleep(d) {
-					return
+					return false
 				}
 			}
 		}
@@ -348,7 +391,7 @@ func (p *Pair) pump(src, dst *side) {
 				flush()
 				release()
 				p.readFailed(src, err)
-				return
+				return false
 			}
 			if validate {
 				// Validate the plain text before it is forwarded: a piece that fails is
@@ -365,7 +408,7 @@ func (p *Pair) pump(src, dst *side) {
 					release()
 					p.limitFired(src, "invalid_utf8")
 					p.failBy(src, wsframe.CloseInvalidPayload, "invalid UTF-8")
-					return
+					return false
 				}
 				if dst.mask {
 					wsframe.Mask(oh.Mask, 0, payload)
@@ -500,14 +543,17 @@ func (p *Pair) writeControl(s *side, op wsframe.Opcode, payload []byte) bool {
 		h.Masked = true
 		putKey(&h.Mask)
 	}
-	n := h.Encode(s.ctrl[:])
-	n += copy(s.ctrl[n:], payload)
+	// Control frames are rare: borrow a scratch buffer rather than keep one per side.
+	buf := ctrlPool.Get().(*[ctrlFrameSize]byte)
+	n := h.Encode(buf[:])
+	n += copy(buf[n:], payload)
 	if h.Masked {
-		wsframe.Mask(h.Mask, 0, s.ctrl[n-len(payload):n])
+		wsframe.Mask(h.Mask, 0, buf[n-len(payload):n])
 	}
 	p.armWriteDeadline(s)
-	_, err := s.conn.Write(s.ctrl[:n])
+	_, err := s.conn.Write(buf[:n])
 	s.wmu.Unlock()
+	ctrlPool.Put(buf)
 	if err != nil {
 		p.writeFailed(s, err)
 		return false
@@ -518,7 +564,9 @@ func (p *Pair) writeControl(s *side, op wsframe.Opcode, payload []byte) bool {
 // control handles a control frame read from src. It reports whether the pump goes on.
 func (p *Pair) control(src *side, h wsframe.Header) bool {
 	src.stats.ControlFrames++
-	payload := src.ctrlIn[:h.Length]
+	buf := ctrlPool.Get().(*[ctrlFrameSize]byte)
+	defer ctrlPool.Put(buf)
+	payload := buf[:h.Length]
 	if _, err := io.ReadFull(src.br, payload); err != nil {
 		p.readFailed(src, err)
 		return false
@@ -777,6 +825,7 @@ func (p *Pair) closeTimedOut() {
 		return
 	}
 	defer p.timerWG.Done()
+	defer p.recoverTimer()
 	for _, s := range []*side{&p.client, &p.backend} {
 		p.mu.Lock()
 		waiting := s.recvClose && !s.gone

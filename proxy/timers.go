@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"runtime/debug"
 	"time"
 
 	"github.com/wsgate/wsgate/wsframe"
@@ -61,8 +62,18 @@ func (p *Pair) spawn(f func()) {
 	}
 	go func() {
 		defer p.timerWG.Done()
+		defer p.recoverTimer()
 		f()
 	}()
+}
+
+// recoverTimer contains a panic in a timer callback or helper goroutine: it is logged with
+// its stack and the pair is cut, instead of crashing the process.
+func (p *Pair) recoverTimer() {
+	if r := recover(); r != nil {
+		p.log.Error("relay timer panic", "panic", r, "stack", string(debug.Stack()))
+		p.Close()
+	}
 }
 
 // sleep waits d for a throttled pump; false if the pair ended meanwhile.
@@ -84,6 +95,7 @@ func (p *Pair) pingTick() {
 		return
 	}
 	defer p.timerWG.Done()
+	defer p.recoverTimer()
 	if p.isFinished() {
 		return
 	}
@@ -129,6 +141,7 @@ func (p *Pair) idleTick() {
 		return
 	}
 	defer p.timerWG.Done()
+	defer p.recoverTimer()
 	if p.isFinished() {
 		return
 	}
