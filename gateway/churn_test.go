@@ -313,7 +313,11 @@ route "/echo" { backend = "ws://%s/" }
 	if after.FDs > before.FDs+20 {
 		t.Errorf("fds %d after the churn, %d before", after.FDs, before.FDs)
 	}
-	if after.HeapInuse > before.HeapInuse+8<<20 {
-		t.Errorf("heap in use %d KiB after the churn, %d KiB before", after.HeapInuse>>10, before.HeapInuse>>10)
+	// The Go runtime keeps the descriptor of every dead goroutine for reuse (allocated by
+	// runtime.malg, never freed: about 0.5 KiB of heap each; a heap profile after a churn shows
+	// them as most of what remains), so after a peak of N goroutines the heap may keep N KiB
+	// more, on top of a 4 MiB margin.
+	if allow := before.HeapInuse + 4<<20 + uint64(peak.Goroutines)<<10; after.HeapInuse > allow {
+		t.Errorf("heap in use %d KiB after the churn, %d KiB before (allowed %d KiB)", after.HeapInuse>>10, before.HeapInuse>>10, allow>>10)
 	}
 }

@@ -324,6 +324,7 @@ func TestBackendRelayFaults(t *testing.T) {
 				t.Fatalf("backend got close %d %q, want %d", got.code, got.reason, tc.backend)
 			}
 			c.expectEOF()
+			c.conn.Close() // as a client does after the close handshake: the gateway stops lingering
 			r := g.waitLog(t, "msg", "connection", "route", "/r")
 			if r.get("client_close_sent") != fmt.Sprint(int(tc.client)) || !strings.Contains(r.get("cause"), tc.cause) {
 				t.Fatalf("log line %v: want client_close_sent %d, cause with %q", r, tc.client, tc.cause)
@@ -400,6 +401,7 @@ func TestBackendStalls(t *testing.T) {
 	c.conn.SetWriteDeadline(time.Now().Add(time.Second))
 	c.send(true, wsframe.OpClose, wsframe.AppendClosePayload(nil, 1014, ""))
 	c.expectEOF()
+	c.conn.Close() // as a client does after the close handshake: the gateway stops lingering
 	r := g.waitLog(t, "msg", "connection", "route", "/r")
 	if r.get("client_close_sent") != "1014" || r.get("cause") != "backend connection lost" {
 		t.Fatalf("log line %v", r)
@@ -510,6 +512,7 @@ func TestClientProtocolViolations(t *testing.T) {
 					break
 				}
 				c.expectEOF()
+				c.conn.Close() // as a client does after the close handshake: the gateway stops lingering
 				e := b.next(t, "close")
 				if e.code != 1001 || e.reason != "client error" {
 					t.Fatalf("backend got %d %q, want 1001 client error", e.code, e.reason)
@@ -592,6 +595,7 @@ func TestClientDataAfterClose(t *testing.T) {
 	// Keep sending after the reply: the gateway ends the connection, nothing gets through.
 	c.conn.Write(masked(wsframe.Header{Fin: true, Opcode: wsframe.OpText}, []byte("even later")))
 	c.expectEOF()
+	c.conn.Close() // as a client does after the close handshake: the gateway stops lingering
 	b.none(t, "message", 300*time.Millisecond)
 	b.none(t, "ping", 0)
 	r := g.waitLog(t, "msg", "connection", "route", "/r")
@@ -654,6 +658,7 @@ route "/panic" { backend = "ws://%s/" }
 		t.Fatalf("panicking connection: client got %d %q, want 1011", code, reason)
 	}
 	bad.expectEOF()
+	bad.conn.Close()
 	// The backend connection of the panicking client is closed, not leaked.
 	if e := pb.nextClose(t); e.code != -1 {
 		t.Fatalf("backend of the panicking connection got close %d %q, want its TCP connection closed", e.code, e.reason)

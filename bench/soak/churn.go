@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -117,8 +118,9 @@ func churnMain(args []string) {
 					case "ok":
 						upgraded.Add(1)
 						echoed.Add(1)
-					case "refused":
+					case "refused 429", "refused 502", "refused 503", "refused 504":
 						refused.Add(1)
+						answer(r)
 					default:
 						fail("%s", r)
 					}
@@ -168,7 +170,7 @@ func proxiedConn(c net.Conn, u *url.URL, hold time.Duration) string {
 		return "read response: " + err.Error()
 	}
 	if resp.StatusCode != 101 {
-		return "refused"
+		return "refused " + strconv.Itoa(resp.StatusCode)
 	}
 	msg := make([]byte, 16+rand.IntN(200))
 	crand.Read(msg)

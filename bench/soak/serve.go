@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"runtime"
 	"time"
@@ -32,6 +33,7 @@ type Stats struct {
 func readStats(g *gateway.Gateway, gc bool) Stats {
 	if gc {
 		runtime.GC()
+		runtime.GC() // the second cycle empties sync.Pools' victim caches
 	}
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
@@ -73,9 +75,12 @@ func serveMain(args []string) {
 	if err != nil {
 		log.Fatal(err)
 	}
-	go http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/stats", func(w http.ResponseWriter, r *http.Request) {
 		json.NewEncoder(w).Encode(readStats(g, r.URL.Query().Get("gc") == "1"))
-	}))
+	})
+	mux.HandleFunc("/debug/pprof/", pprof.Index) // heap and goroutine profiles, for leak hunts
+	go http.Serve(ln, mux)
 	fmt.Printf("gateway %s stats %s pid %d\n", g.Addr("pub"), ln.Addr(), os.Getpid())
 	os.Stdout.Sync()
 	var b [1]byte
