@@ -89,9 +89,11 @@ listen "dev" {
   address = "127.0.0.1:9000" # no tls block: plain ws://, for local testing
 }
 
-# admin: 0 or 1 block. Serves /metrics (Prometheus), /healthz and /readyz. Default: none.
+# admin: 0 or 1 block. Serves GET /metrics (Prometheus), /healthz, /readyz, /debug/pprof/ and
+# POST /reload. Default: none.
 admin {
-  # host:port. Required in the block. Keep it private: metrics reveal traffic.
+  # host:port. Required in the block. Keep it private (loopback or an internal network): it has
+  # no authentication, metrics reveal traffic, and POST /reload re-reads the configuration.
   address = "127.0.0.1:9090"
 }
 

@@ -152,6 +152,10 @@ limits {
   max_connections_per_ip       = 0
   handshakes_per_ip_per_second = 0
   idle_timeout                 = "1h"
+  # nginx, HAProxy and Caddy send no keepalive pings of their own, and wsload's idle
+  # connections do not read while they are held: without this, wsgate would rightly close them
+  # after ping_interval + pong_timeout.
+  ping_interval                = "0"
 }
 route "/" {
   backend = "ws://127.0.0.1:$B_PLAIN/"

@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -103,5 +104,40 @@ func BenchmarkGuardAdmit(b *testing.B) {
 			release()
 		}
 		now = now.Add(time.Second)
+	}
+}
+
+// countingObserver counts Limit events.
+type countingObserver struct {
+	nopObserver
+	limits int
+}
+
+func (o *countingObserver) Limit(string, string) { o.limits++ }
+
+// TestLimitLogIsRateLimited: every limit that fires is counted, but a flood of them writes at
+// most the log limiter's burst of lines, and the next line says how many were suppressed.
+func TestLimitLogIsRateLimited(t *testing.T) {
+	var buf strings.Builder
+	obs := &countingObserver{}
+	g := newGuard(slog.New(slog.NewTextHandler(&buf, nil)), obs)
+	for i := 0; i < 1000; i++ {
+		g.limited("/r", "198.51.100.1:1234", "max_connections_per_ip")
+	}
+	if obs.limits != 1000 {
+		t.Fatalf("%d limit events counted, want 1000", obs.limits)
+	}
+	lines := strings.Count(buf.String(), "\n")
+	if lines < 1 || lines > 25 {
+		t.Fatalf("%d log lines for 1000 events, want about the burst of 20", lines)
+	}
+	if !strings.Contains(buf.String(), "client=198.51.100.1:1234 route=/r limit=max_connections_per_ip") {
+		t.Fatalf("log line lacks client, route or limit:\n%s", buf.String())
+	}
+	time.Sleep(150 * time.Millisecond) // the log limiter refills one line per 100 ms
+	buf.Reset()
+	g.limited("/r", "198.51.100.1:1234", "max_connections_per_ip")
+	if !strings.Contains(buf.String(), "suppressed=") || strings.Contains(buf.String(), "suppressed=0") {
+		t.Fatalf("the next line does not report the suppressed count: %s", buf.String())
 	}
 }
