@@ -269,6 +269,11 @@ func (h *handshake) accept(req *http.Request, b *proxy.Backend) error {
 
 // refuse answers the handshake with an HTTP error and logs one line.
 func (h *handshake) refuse(ref *refusal) {
+	// Free the per-IP and route slots before answering: once the client has its answer, its
+	// next handshake must not find this one still counted.
+	if h.release != nil {
+		h.release()
+	}
 	route := ""
 	if h.rt != nil {
 		route = h.rt.Path

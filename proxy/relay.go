@@ -241,6 +241,9 @@ func (p *Pair) pump(src, dst *side) {
 	defer func() {
 		PutReader(src.br)
 		src.br = nil
+		if src.idle != nil {
+			src.idle.release()
+		}
 	}()
 	defer p.drainReads(src)
 	defer func() {
@@ -254,7 +257,7 @@ func (p *Pair) pump(src, dst *side) {
 			// Idle: give the read buffer back while waiting for the next frame.
 			PutReader(src.br)
 			err := src.idle.wait()
-			src.br = GetReader(src.conn)
+			src.br = GetReader(src.idle) // serves what the wait read, then the socket
 			if err != nil {
 				p.readFailed(src, err)
 				return
