@@ -25,18 +25,28 @@ import (
 	"github.com/wsgate/wsgate/tlsconf"
 )
 
-func cmdValidate(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
+// configFromFlags parses `-config FILE` and loads the file. code is the exit code to return
+// when cfg is nil: 2 for bad flags, 1 for an invalid configuration (diagnostics printed).
+func configFromFlags(name string, args []string, stderr io.Writer) (cfg *config.Config, path string, code int) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	path := fs.String("config", "config.hcl", "configuration file")
+	p := fs.String("config", "config.hcl", "configuration file")
 	if fs.Parse(args) != nil {
-		return 2
+		return nil, "", 2
 	}
-	cfg, ok := loadConfig(*path, stderr)
+	cfg, ok := loadConfig(*p, stderr)
 	if !ok {
-		return 1
+		return nil, *p, 1
 	}
-	fmt.Fprintf(stdout, "%s: ok (%d listeners, %d routes)\n", *path, len(cfg.Listeners), len(cfg.Routes))
+	return cfg, *p, 0
+}
+
+func cmdValidate(args []string, stdout, stderr io.Writer) int {
+	cfg, path, code := configFromFlags("validate", args, stderr)
+	if cfg == nil {
+		return code
+	}
+	fmt.Fprintf(stdout, "%s: ok (%d listeners, %d routes)\n", path, len(cfg.Listeners), len(cfg.Routes))
 	return 0
 }
 
@@ -55,17 +65,11 @@ func writeDiagnostics(w io.Writer, path string, diags hcl.Diagnostics) {
 }
 
 func cmdRun(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("run", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := fs.String("config", "config.hcl", "configuration file")
-	if fs.Parse(args) != nil {
-		return 2
+	cfg, path, code := configFromFlags("run", args, stderr)
+	if cfg == nil {
+		return code
 	}
-	cfg, ok := loadConfig(*path, stderr)
-	if !ok {
-		return 1
-	}
-	return serve(cfg, newLogger(cfg.Log, stdout), *path, nil)
+	return serve(cfg, newLogger(cfg.Log, stdout), path, nil)
 }
 
 func cmdDemo(args []string, stdout, stderr io.Writer) int {

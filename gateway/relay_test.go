@@ -267,13 +267,7 @@ func TestCloseTable(t *testing.T) {
 		c := dialRaw(t, g.Addr("pub").String(), "/echo")
 		<-b.conns
 		c.write([]byte{0x83, 0x80, 1, 2, 3, 4}) // reserved opcode 3
-		code, _ := c.readClose()
-		if code != 1002 {
-			t.Fatalf("client got %d, want 1002", code)
-		}
-		if e := b.next(t, "close"); e.code != 1001 {
-			t.Fatalf("backend got %d, want 1001", e.code)
-		}
+		expectCloses(t, c, b, 1002, 1001)
 		if !strings.Contains(g.log.String(), "protocol error") {
 			t.Fatalf("no log line for the protocol error:\n%s", g.log.String())
 		}
@@ -285,13 +279,7 @@ func TestCloseTable(t *testing.T) {
 		bc := <-b.conns
 		// A masked frame from a server is forbidden (RFC 6455 section 5.1).
 		bc.UnderlyingConn().Write([]byte{0x81, 0x81, 1, 2, 3, 4, 'x' ^ 1})
-		code, _ := c.readClose()
-		if code != 1014 {
-			t.Fatalf("client got %d, want 1014", code)
-		}
-		if e := b.next(t, "close"); e.code != 1002 {
-			t.Fatalf("backend got %d, want 1002", e.code)
-		}
+		expectCloses(t, c, b, 1014, 1002)
 	})
 	t.Run("invalid UTF-8 from client", func(t *testing.T) {
 		b := newBackend(t)
@@ -304,13 +292,7 @@ route "/utf8" {
 		<-b.conns
 		c.send(false, wsframe.OpText, []byte("ok \xce"))
 		c.send(true, wsframe.OpContinuation, []byte("\xbaé but then \xff"))
-		code, _ := c.readClose()
-		if code != 1007 {
-			t.Fatalf("client got %d, want 1007", code)
-		}
-		if e := b.next(t, "close"); e.code != 1001 {
-			t.Fatalf("backend got %d, want 1001", e.code)
-		}
+		expectCloses(t, c, b, 1007, 1001)
 	})
 	t.Run("invalid UTF-8 from backend", func(t *testing.T) {
 		b := newBackend(t)
@@ -322,13 +304,7 @@ route "/utf8" {
 		c := dialRaw(t, g.Addr("pub").String(), "/utf8")
 		bc := <-b.conns
 		bc.UnderlyingConn().Write([]byte{0x81, 0x02, 0xc3, 0x28})
-		code, _ := c.readClose()
-		if code != 1014 {
-			t.Fatalf("client got %d, want 1014", code)
-		}
-		if e := b.next(t, "close"); e.code != 1007 {
-			t.Fatalf("backend got %d, want 1007", e.code)
-		}
+		expectCloses(t, c, b, 1014, 1007)
 	})
 	t.Run("frame over the limit", func(t *testing.T) {
 		b := newBackend(t)
@@ -336,12 +312,7 @@ route "/utf8" {
 		c := dialRaw(t, g.Addr("pub").String(), "/echo")
 		<-b.conns
 		c.send(true, wsframe.OpBinary, make([]byte, 1025))
-		if code, _ := c.readClose(); code != 1009 {
-			t.Fatalf("client got %d, want 1009", code)
-		}
-		if e := b.next(t, "close"); e.code != 1001 {
-			t.Fatalf("backend got %d, want 1001", e.code)
-		}
+		expectCloses(t, c, b, 1009, 1001)
 	})
 	t.Run("message over the limit from backend", func(t *testing.T) {
 		b := newBackend(t)
@@ -351,12 +322,7 @@ route "/utf8" {
 		raw := wsframe.AppendFrame(nil, wsframe.Header{Opcode: wsframe.OpBinary}, make([]byte, 1500))
 		raw = wsframe.AppendFrame(raw, wsframe.Header{Fin: true, Opcode: wsframe.OpContinuation}, make([]byte, 1500))
 		bc.UnderlyingConn().Write(raw)
-		if code, _ := c.readClose(); code != 1014 {
-			t.Fatalf("client got %d, want 1014", code)
-		}
-		if e := b.next(t, "close"); e.code != 1009 {
-			t.Fatalf("backend got %d, want 1009", e.code)
-		}
+		expectCloses(t, c, b, 1014, 1009)
 	})
 	t.Run("rate limit close", func(t *testing.T) {
 		b := newBackend(t)
@@ -373,12 +339,7 @@ route "/utf8" {
 				}
 			}
 		}()
-		if code, _ := c.readClose(); code != 1008 {
-			t.Fatalf("client got %d, want 1008", code)
-		}
-		if e := b.next(t, "close"); e.code != 1001 {
-			t.Fatalf("backend got %d, want 1001", e.code)
-		}
+		expectCloses(t, c, b, 1008, 1001)
 	})
 	t.Run("client misses pong", func(t *testing.T) {
 		b := newBackend(t)
@@ -464,4 +425,16 @@ route "/utf8" {
 			t.Fatalf("drain: %v", err)
 		}
 	})
+}
+
+// expectCloses asserts the client reads a close with clientCode and the backend receives a
+// close with backendCode.
+func expectCloses(t *testing.T, c *rawClient, b *testBackend, clientCode wsframe.CloseCode, backendCode int) {
+	t.Helper()
+	if code, reason := c.readClose(); code != clientCode {
+		t.Fatalf("client got %d %q, want %d", code, reason, clientCode)
+	}
+	if e := b.next(t, "close"); e.code != backendCode {
+		t.Fatalf("backend got %d %q, want %d", e.code, e.reason, backendCode)
+	}
 }
