@@ -268,7 +268,7 @@ func TestBackendRelayFaults(t *testing.T) {
 	}{
 		{name: "dies mid-header", wire: []byte{0x82, 0x7F, 0, 0}, die: true, client: 1014, backend: -1, cause: "backend connection lost"},
 		{name: "dies mid-payload", wire: serverFrame(true, wsframe.OpBinary, big)[:200], die: true, client: 1014, backend: -1, cause: "backend connection lost"},
-		{name: "dies mid-frame after a chunk", wire: serverFrame(true, wsframe.OpBinary, big)[:40<<10], die: true, client: 1014, backend: -1, cause: "backend connection lost", frag1: true},
+		{name: "dies mid-frame after a chunk", wire: serverFrame(true, wsframe.OpBinary, big)[:proxy.ChunkSize+8<<10], die: true, client: 1014, backend: -1, cause: "backend connection lost", frag1: true},
 		{name: "dies mid-message", wire: serverFrame(false, wsframe.OpText, []byte("part one")), die: true, client: 1014, backend: -1, cause: "backend connection lost", frag1: true},
 		{name: "masked frame", wire: []byte{0x81, 0x81, 1, 2, 3, 4, 'x' ^ 1}, client: 1014, backend: 1002, cause: "masked"},
 		{name: "reserved opcode 3", wire: serverFrame(true, 3, nil), client: 1014, backend: 1002, cause: "reserved opcode"},

@@ -19,7 +19,7 @@ import (
 // forwarded as several fragments of at most ChunkSize bytes, so memory per direction is
 // bounded by one pooled buffer however large the frame, and control frames can go between
 // the pieces.
-const ChunkSize = 32 << 10
+const ChunkSize = 64 << 10
 
 // readerSize is the size of each side's bufio.Reader.
 const readerSize = 4 << 10
