@@ -132,6 +132,11 @@ func serve(cfg *config.Config, log *slog.Logger, path string, started func(*gate
 		adminOpts.Reload = o.reload
 	}
 	o.admin = admin.New(adminOpts)
+	// Take the signals before the listeners accept: a SIGTERM that arrives once clients can
+	// connect must drain, not kill the process with its default action.
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
 	if err := g.Start(); err != nil {
 		log.Error("start failed", "err", err)
 		return 1
@@ -147,9 +152,6 @@ func serve(cfg *config.Config, log *slog.Logger, path string, started func(*gate
 	if started != nil {
 		started(g)
 	}
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
-	defer signal.Stop(sigs)
 	for sig := range sigs {
 		if sig == syscall.SIGHUP {
 			if path != "" {

@@ -51,11 +51,19 @@ func TestDemo(t *testing.T) {
 	if url == "" {
 		t.Fatal("demo printed no ws:// URL with its port")
 	}
+	scanned := make(chan struct{})
 	go func() {
+		defer close(scanned)
 		for lines.Scan() {
 			rest.WriteString(lines.Text() + "\n")
 		}
 	}()
+	// output returns the demo's log after it has exited, for failure messages.
+	output := func() string {
+		cmd.Process.Kill()
+		<-scanned
+		return rest.String()
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	c, _, err := websocket.Dial(ctx, url, nil)
@@ -73,7 +81,7 @@ func TestDemo(t *testing.T) {
 	cmd.Process.Signal(syscall.SIGTERM)
 	_, _, err = c.Read(ctx)
 	if websocket.CloseStatus(err) != websocket.StatusGoingAway {
-		t.Fatalf("after SIGTERM the client got %v, want 1001", err)
+		t.Fatalf("after SIGTERM the client got %v, want 1001; demo log:\n%s", err, output())
 	}
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("demo exit: %v", err)
