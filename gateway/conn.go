@@ -289,7 +289,7 @@ func (h *handshake) refuse(ref *refusal) {
 	h.g.log.Info("handshake refused", attrs...)
 	h.conn.SetWriteDeadline(time.Now().Add(time.Second))
 	if writeRefusal(h.conn, ref) == nil {
-		closeWrite(h.conn)
+		proxy.CloseWrite(h.conn)
 	}
 }
 
@@ -358,13 +358,6 @@ func (h *handshake) logClosed(b *proxy.Backend, res *proxy.Result) {
 		slog.String("closed_by", res.ClosedBy),
 		slog.String("cause", res.Cause),
 	)
-}
-
-// closeWrite shuts the write half so the last bytes are delivered before the close.
-func closeWrite(c net.Conn) {
-	if cw, ok := c.(interface{ CloseWrite() error }); ok {
-		cw.CloseWrite()
-	}
 }
 
 func truncate(s string, n int) string {

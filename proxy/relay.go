@@ -711,16 +711,17 @@ func (p *Pair) fail(culprit *side, code1 wsframe.CloseCode, reason1 string, code
 	p.sendCloseCode(first, code1, reason1)
 	if culprit != nil {
 		p.markGone(culprit)
-		closeWrite(culprit.conn)
+		CloseWrite(culprit.conn)
 	}
 	p.sendCloseCode(second, code2, reason2)
 	p.armCloseTimer()
 	p.checkDone()
 }
 
-// closeWrite shuts the write half so a final close frame is delivered before the socket is
-// closed for good.
-func closeWrite(c net.Conn) {
+// CloseWrite shuts c's write half (TCP FIN, or a TLS close_notify) so the last bytes written
+// are delivered before the socket is closed for good; connections without a write half are
+// left alone.
+func CloseWrite(c net.Conn) {
 	if cw, ok := c.(interface{ CloseWrite() error }); ok {
 		cw.CloseWrite()
 	}
@@ -869,7 +870,7 @@ func (p *Pair) finish() {
 	for _, s := range []*side{&p.client, &p.backend} {
 		s.conn.SetWriteDeadline(time.Now()) // abandon a data write still in flight
 		s.conn.SetReadDeadline(deadline)
-		closeWrite(s.conn)
+		CloseWrite(s.conn)
 	}
 }
 
