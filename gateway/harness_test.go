@@ -22,6 +22,7 @@ import (
 
 	"github.com/wsgate/wsgate/config"
 	"github.com/wsgate/wsgate/gateway"
+	"github.com/wsgate/wsgate/tlsconf"
 	"github.com/wsgate/wsgate/wsframe"
 )
 
@@ -75,7 +76,10 @@ func startGateway(t *testing.T, hcl string) *testGateway {
 		t.Fatalf("config: %s", diags.Error())
 	}
 	lb := &logBuffer{}
-	g := gateway.New(cfg, gateway.Options{Logger: slog.New(slog.NewJSONHandler(lb, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	log := slog.New(slog.NewJSONHandler(lb, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	g := gateway.New(cfg, gateway.Options{Logger: log, TLS: func(lc *config.Listener) (gateway.TLSProvider, error) {
+		return tlsconf.New(context.Background(), lc.TLS, tlsconf.Options{Logger: log}) // certificate files
+	}})
 	if err := g.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -2,9 +2,14 @@ package proxy
 
 import (
 	"bufio"
+	"crypto/tls"
+	"errors"
 	"io"
+	"net"
+	"os"
 	"sync"
 	"syscall"
+	"time"
 )
 
 var readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, readerSize) }}
@@ -22,42 +27,69 @@ func PutReader(br *bufio.Reader) {
 	readerPool.Put(br)
 }
 
-// idleWaiter parks a pump until its socket has data without holding a read buffer, so an idle
-// connection costs no pooled memory. It waits through syscall.RawConn.Read: the callback
-// borrows a pooled buffer, tries one non-blocking read, and gives the buffer back if there is
-// nothing to read, so a parked pump holds nothing and the syscalls are the ones a blocking
-// Read would make (one read that finds data, one that finds none before parking). The bytes
-// read are then served first by Read, in front of the connection. Only plain TCP sockets
-// qualify: a TLS connection may hold decrypted bytes of its own that the socket does not show.
-type idleWaiter struct {
-	raw  syscall.RawConn
-	conn io.Reader
-	fn   func(fd uintptr) bool // allocated once per connection, not per wait
+// waiter lets a pump wait for its socket's next bytes without holding a read buffer, so an
+// idle connection costs no pooled memory, and tells the pump when the connection has been
+// idle long enough to be parked (park_linux.go: no goroutine at all until data arrives).
+//
+// On a plain TCP socket it waits through syscall.RawConn.Read: the callback borrows a pooled
+// buffer, tries one non-blocking read, and gives the buffer back if there is nothing to read,
+// so the syscalls are the ones a blocking Read would make. On TLS it reads one byte through
+// the tls.Conn (which may hold decrypted bytes the socket does not show). The bytes read are
+// then served first by Read, in front of the connection.
+type waiter struct {
+	conn  net.Conn        // what the pump reads: a *net.TCPConn or a *tls.Conn
+	raw   syscall.RawConn // the TCP socket's raw access; nil for TLS or non-socket connections
+	isTLS bool
+	fd    int                   // the socket's descriptor, for parking; -1 when it cannot be parked
+	fn    func(fd uintptr) bool // raw read callback, allocated once per connection
+	once  bool                  // fn's mode: try one read and return even if there was nothing (EAGAIN)
 
 	buf    *[readerSize]byte // bytes read by the last wait, not yet served; nil when none
+	one    [1]byte           // TLS: the byte read by the last wait
 	off, n int
-	err    error // error or EOF met by the last wait, served after buf
+	err    error // error or EOF met by the last wait, served after the bytes
+
+	// Park deadline (see Pair.waitData): armed while the pump waits in the runtime's poller
+	// after a wake-up; wakes counts the waits that found data since it was armed.
+	armed bool
+	wakes uint32
 }
 
 var prefetchPool = sync.Pool{New: func() any { return new([readerSize]byte) }}
 
-func newIdleWaiter(c io.Reader) *idleWaiter {
-	sc, ok := c.(syscall.Conn)
+// errNoData is what try reports when the socket had nothing to read.
+var errNoData = errors.New("no data")
+
+// init prepares w for c. Connections that are neither TCP nor TLS over TCP (net.Pipe in
+// tests) are read directly and never parked.
+func (w *waiter) init(c net.Conn) {
+	w.conn, w.fd = c, -1
+	sock := c
+	if tc, ok := c.(*tls.Conn); ok {
+		w.isTLS = true
+		sock = tc.NetConn()
+	}
+	sc, ok := sock.(syscall.Conn)
 	if !ok {
-		return nil
+		return
 	}
 	raw, err := sc.SyscallConn()
 	if err != nil {
-		return nil
+		return
 	}
-	w := &idleWaiter{raw: raw, conn: c}
-	w.fn = w.tryRead
-	return w
+	raw.Control(func(fd uintptr) { w.fd = int(fd) })
+	if !w.isTLS {
+		w.raw = raw
+		w.fn = w.tryRead
+	}
 }
 
+// canWait reports whether w can wait without a read buffer.
+func (w *waiter) canWait() bool { return w.raw != nil || w.isTLS }
+
 // tryRead is the RawConn.Read callback: it reports false (wait for readability) when the
-// socket has nothing to read.
-func (w *idleWaiter) tryRead(fd uintptr) bool {
+// socket has nothing to read, unless w.once asks for one attempt only.
+func (w *waiter) tryRead(fd uintptr) bool {
 	if w.buf == nil {
 		w.buf = prefetchPool.Get().(*[readerSize]byte)
 	}
@@ -65,6 +97,10 @@ func (w *idleWaiter) tryRead(fd uintptr) bool {
 	if err == syscall.EAGAIN || err == syscall.EINTR {
 		prefetchPool.Put(w.buf)
 		w.buf = nil
+		if w.once {
+			w.err = errNoData
+			return true
+		}
 		return false
 	}
 	switch {
@@ -79,35 +115,77 @@ func (w *idleWaiter) tryRead(fd uintptr) bool {
 
 // wait blocks until the socket has data (now held by w), an error or EOF, the read deadline
 // passes, or the socket is closed.
-func (w *idleWaiter) wait() error {
-	return w.raw.Read(w.fn)
+func (w *waiter) wait() error {
+	if w.raw != nil {
+		w.once = false
+		return w.raw.Read(w.fn)
+	}
+	n, err := w.conn.Read(w.one[:])
+	w.off, w.n = 0, n
+	if n > 0 {
+		w.err = err
+		return nil
+	}
+	return err
 }
 
-// Read serves the bytes the last wait read, then reads the connection.
-func (w *idleWaiter) Read(p []byte) (int, error) {
-	if w.buf != nil {
-		k := copy(p, w.buf[w.off:w.n])
+// try reads what is there without waiting; errNoData when there is nothing.
+func (w *waiter) try() error {
+	if w.raw != nil {
+		w.once = true
+		err := w.raw.Read(w.fn)
+		if err == nil && w.err == errNoData {
+			w.err = nil
+			return errNoData
+		}
+		return err
+	}
+	// TLS: a read with a past deadline returns a record already buffered by crypto/tls, or
+	// times out without touching the socket (a timeout leaves the tls.Conn usable).
+	w.conn.SetReadDeadline(time.Unix(1, 0))
+	err := w.wait()
+	w.conn.SetReadDeadline(time.Time{})
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return errNoData
+	}
+	return err
+}
+
+// Read serves the bytes the last wait read, then reads the connection. A read that times out
+// on the park deadline (not a real deadline) is retried. The pump's bufio.Reader reads here.
+func (s *side) Read(p []byte) (int, error) {
+	w := &s.w
+	if w.n > w.off {
+		var k int
+		if w.buf != nil {
+			k = copy(p, w.buf[w.off:w.n])
+		} else {
+			k = copy(p, w.one[w.off:w.n])
+		}
 		w.off += k
-		if w.off < w.n {
-			return k, nil
+		if w.off == w.n {
+			w.release()
 		}
-		prefetchPool.Put(w.buf)
-		w.buf = nil
-		if k > 0 {
-			return k, nil
-		}
+		return k, nil
 	}
 	if err := w.err; err != nil {
 		w.err = nil
 		return 0, err
 	}
-	return w.conn.Read(p)
+	for {
+		n, err := w.conn.Read(p)
+		if n == 0 && w.armed && errors.Is(err, os.ErrDeadlineExceeded) && s.pair.rearmPark(s) {
+			continue
+		}
+		return n, err
+	}
 }
 
 // release returns a buffer still held (the pair ended between a wait and its reads).
-func (w *idleWaiter) release() {
+func (w *waiter) release() {
 	if w.buf != nil {
 		prefetchPool.Put(w.buf)
 		w.buf = nil
 	}
+	w.off, w.n = 0, 0
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"os"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -108,9 +109,11 @@ type Result struct {
 // side is one connection of a pair.
 type side struct {
 	who   Side
+	pair  *Pair
 	conn  net.Conn
-	br    *bufio.Reader // owned by the pump reading this side; pooled, released while idle
-	idle  *idleWaiter   // nil when the socket cannot be waited on without a buffer
+	br    *bufio.Reader // owned by the pump reading this side; pooled, nil while idle
+	w     waiter        // owned by the pump reading this side
+	hot   bool          // owned by the pump: the park deadline is armed (see waitData)
 	role  wsframe.Role  // how frames read from this side are checked
 	mask  bool          // frames written to this side are masked (the backend)
 	lim   *Limiter
@@ -126,8 +129,10 @@ type side struct {
 	gone      bool
 	info      CloseInfo
 
-	awaitPong atomic.Bool
-	msg       msgState // owned by the pump reading this side
+	awaitPong  atomic.Bool
+	parked     atomic.Bool // no pump runs: the parking lot or finish resumes it (CAS)
+	registered bool        // the socket is in the parking lot's epoll set; guarded by lot.mu
+	msg        msgState    // owned by the pump reading this side
 }
 
 // Pair relays frames between a client and a backend connection.
@@ -142,7 +147,9 @@ type Pair struct {
 	cause      string
 	protoCode  wsframe.CloseCode
 	finished   bool
+	lingerAt   time.Time // the read deadline finish set; guarded by mu
 	closeTimer *time.Timer
+	ended      atomic.Bool // finished, readable without mu
 
 	active     atomic.Bool // a data frame moved since the last idle check
 	idleCount  int         // owned by the idle timer
@@ -168,10 +175,10 @@ func NewPair(client net.Conn, cr *bufio.Reader, backend net.Conn, br *bufio.Read
 	if p.log == nil {
 		p.log = slog.Default()
 	}
-	p.client = side{who: SideClient, conn: client, br: cr, role: wsframe.RoleServer, lim: opts.ClientLimiter}
-	p.backend = side{who: SideBackend, conn: backend, br: br, role: wsframe.RoleClient, mask: true, lim: opts.BackendLimiter}
-	p.client.idle = newIdleWaiter(client)
-	p.backend.idle = newIdleWaiter(backend)
+	p.client = side{who: SideClient, pair: p, conn: client, br: cr, role: wsframe.RoleServer, lim: opts.ClientLimiter}
+	p.backend = side{who: SideBackend, pair: p, conn: backend, br: br, role: wsframe.RoleClient, mask: true, lim: opts.BackendLimiter}
+	p.client.w.init(client)
+	p.backend.w.init(backend)
 	return p
 }
 
@@ -182,21 +189,33 @@ func (p *Pair) Run() Result {
 	return <-ch
 }
 
-// Start relays in the background: one goroutine per direction, which are the pair's only
-// goroutines while it is busy (no goroutine waits on the pair's behalf). When both directions
-// have ended, the sockets are closed, the timers stopped, and done is called with the result on
-// the last pump's goroutine.
+// Start relays in the background: one goroutine per direction while data flows, none while
+// a direction is idle (it is parked, see park_linux.go). When both directions have ended, the
+// sockets are closed, the timers stopped, and done is called with the result on the last
+// pump's goroutine.
 func (p *Pair) Start(done func(Result)) {
 	p.start = time.Now()
 	p.onDone = done
 	p.startTimers()
 	p.running.Store(2)
-	go p.pumpTask(&p.backend, &p.client)
-	go p.pumpTask(&p.client, &p.backend)
+	go p.pumpTask(&p.backend)
+	go p.pumpTask(&p.client)
 }
 
-func (p *Pair) pumpTask(src, dst *side) {
-	p.pump(src, dst)
+// resume runs a parked side's pump again (its socket became readable, or the pair is ending).
+func (p *Pair) resume(s *side) {
+	if !p.ended.Load() {
+		p.armPark(s)
+	}
+	p.pumpTask(s)
+}
+
+// pumpTask runs src's pump; the last pump to end for good ends the pair.
+func (p *Pair) pumpTask(src *side) {
+	if p.pump(src, p.other(src)) {
+		return // parked: a later resume carries on
+	}
+	lot.forget(src)
 	if p.running.Add(-1) != 0 {
 		return
 	}
@@ -234,39 +253,147 @@ func (p *Pair) other(s *side) *side {
 	return &p.client
 }
 
-// pump reads frames from src and forwards data to dst until src's read side ends. It parks
-// in a small frame while src is idle, so the GC can shrink an idle connection's stack back to
-// the minimum; relayFrames, which needs more stack, runs only while data flows.
-func (p *Pair) pump(src, dst *side) {
+// pump reads frames from src and forwards data to dst until src's read side ends (it returns
+// false) or src has been idle long enough to be parked (true: the goroutine ends and a later
+// resume carries on). While src is idle no read buffer is held.
+func (p *Pair) pump(src, dst *side) (parked bool) {
 	defer func() {
+		if parked {
+			return
+		}
+		if src.br == nil {
+			src.br = GetReader(src)
+		}
+		p.drainReads(src)
 		PutReader(src.br)
 		src.br = nil
-		if src.idle != nil {
-			src.idle.release()
-		}
+		src.w.release()
 	}()
-	defer p.drainReads(src)
 	defer func() {
 		if r := recover(); r != nil {
+			parked = false
 			p.log.Error("relay panic", "side", src.who.String(), "panic", r, "stack", string(debug.Stack()))
 			p.fail(nil, wsframe.CloseInternalError, "internal error", wsframe.CloseInternalError, "internal error", "panic")
 		}
 	}()
 	for {
-		if src.idle != nil && src.br.Buffered() == 0 {
+		if src.w.canWait() && (src.br == nil || src.br.Buffered() == 0) {
 			// Idle: give the read buffer back while waiting for the next frame.
-			PutReader(src.br)
-			err := src.idle.wait()
-			src.br = GetReader(src.idle) // serves what the wait read, then the socket
+			if src.br != nil {
+				PutReader(src.br)
+				src.br = nil
+			}
+			err := p.waitData(src)
+			if err == errParked {
+				return true
+			}
+			src.br = GetReader(src) // serves what the wait read, then the socket
 			if err != nil {
 				p.readFailed(src, err)
-				return
+				return false
 			}
 		}
 		if !p.relayFrames(src, dst) {
-			return
+			return false
 		}
 	}
+}
+
+// parkAfter is how long a side waits for data in the runtime's poller (a goroutine and its
+// stack) before it is parked (nothing but its structs): parked after 1 to 2 periods without
+// data. Data arriving for a parked side costs one epoll re-arm and a goroutine start.
+const parkAfter = time.Second
+
+// errParked is what waitData reports when the side was parked.
+var errParked = errors.New("parked")
+
+// waitData waits for src's next bytes without a read buffer. A side that has just started
+// tries one read and parks at once if there is nothing (most new connections are idle first).
+// A side that has data flowing waits in the runtime's poller with a park deadline armed: when
+// a whole parkAfter passes without data, it is parked.
+func (p *Pair) waitData(src *side) error {
+	w := &src.w
+	if p.ended.Load() || w.fd < 0 || !parkingSupported {
+		return w.wait()
+	}
+	if !src.hot {
+		err := w.try()
+		p.restoreLinger(src) // a TLS try clears the read deadline
+		if err != errNoData {
+			p.armPark(src)
+			return err
+		}
+		return p.park(src)
+	}
+	for {
+		err := w.wait()
+		if err == nil {
+			w.wakes++
+			return nil
+		}
+		if !errors.Is(err, os.ErrDeadlineExceeded) || p.ended.Load() {
+			return err
+		}
+		if w.wakes > 0 {
+			p.rearmPark(src)
+			continue
+		}
+		// A whole period without data: disarm and park.
+		src.hot, w.armed = false, false
+		src.conn.SetReadDeadline(time.Time{})
+		p.restoreLinger(src)
+		return p.park(src)
+	}
+}
+
+// armPark arms src's park deadline parkAfter ahead.
+func (p *Pair) armPark(src *side) {
+	src.hot, src.w.armed, src.w.wakes = true, true, 0
+	src.conn.SetReadDeadline(time.Now().Add(parkAfter))
+	p.restoreLinger(src)
+}
+
+// rearmPark moves src's park deadline on after it passed while data was flowing; false if
+// the pair has ended (the deadline is then finish's).
+func (p *Pair) rearmPark(src *side) bool {
+	if p.ended.Load() {
+		return false
+	}
+	p.armPark(src)
+	return true
+}
+
+// restoreLinger puts back finish's read deadline if the pair ended while the pump was
+// changing the park deadline (finish sets ended before its deadlines, so one of the two
+// writes comes last with the linger deadline).
+func (p *Pair) restoreLinger(src *side) {
+	if p.ended.Load() {
+		p.mu.Lock()
+		at := p.lingerAt
+		p.mu.Unlock()
+		src.conn.SetReadDeadline(at)
+	}
+}
+
+// park hands src to the parking lot: the pump's goroutine ends (errParked) and the lot starts
+// a new one when the socket is readable. If the pair has ended, or the socket cannot be
+// watched, it waits in the runtime's poller instead.
+func (p *Pair) park(src *side) error {
+	p.mu.Lock()
+	if p.finished {
+		p.mu.Unlock()
+		return src.w.wait()
+	}
+	src.parked.Store(true)
+	if lot.park(src) {
+		p.mu.Unlock()
+		return errParked
+	}
+	p.mu.Unlock()
+	if !src.parked.CompareAndSwap(true, false) {
+		return errParked // someone resumed it meanwhile
+	}
+	return src.w.wait()
 }
 
 // msgState is a pump's message state, kept across its idle periods.
@@ -303,7 +430,7 @@ func (p *Pair) relayFrames(src, dst *side) bool {
 	defer release()
 
 	for first := true; ; first = false {
-		if !first && src.idle != nil && src.br.Buffered() == 0 {
+		if !first && src.w.canWait() && src.br.Buffered() == 0 {
 			return true
 		}
 		h, err := readHeader(src.br)
@@ -861,16 +988,30 @@ func (p *Pair) finish() {
 		return
 	}
 	p.finished = true
+	p.ended.Store(true)
+	deadline := time.Now().Add(lingerTimeout)
+	p.lingerAt = deadline
 	if p.closeTimer != nil {
 		p.closeTimer.Stop()
 	}
 	close(p.done)
+	var wake [2]*side
+	for i, s := range []*side{&p.client, &p.backend} {
+		if s.parked.CompareAndSwap(true, false) {
+			lot.woken()
+			wake[i] = s
+		}
+	}
 	p.mu.Unlock()
-	deadline := time.Now().Add(lingerTimeout)
 	for _, s := range []*side{&p.client, &p.backend} {
 		s.conn.SetWriteDeadline(time.Now()) // abandon a data write still in flight
 		s.conn.SetReadDeadline(deadline)
 		CloseWrite(s.conn)
+	}
+	for _, s := range wake {
+		if s != nil {
+			go p.resume(s) // drains until the peer closes or the deadline passes
+		}
 	}
 }
 

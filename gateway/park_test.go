@@ -1,0 +1,186 @@
+package gateway_test
+
+import (
+	"bufio"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/wsgate/wsgate/proxy"
+	"github.com/wsgate/wsgate/wsframe"
+)
+
+// TestIdlePairsPark checks that idle connections hold no goroutine (both sides parked in the
+// relay's epoll set), that data wakes them in either direction, that they park again after
+// about a second without data, and that a close handshake and a drain reach parked sides.
+func TestIdlePairsPark(t *testing.T) {
+	for _, useTLS := range []bool{false, true} {
+		name := "ws"
+		if useTLS {
+			name = "wss"
+		}
+		t.Run(name, func(t *testing.T) { testIdlePairsPark(t, useTLS) })
+	}
+}
+
+func testIdlePairsPark(t *testing.T, useTLS bool) {
+	const n = 40
+	b := newBackend(t)
+	listen := `listen "pub" { address = "127.0.0.1:0" }`
+	if useTLS {
+		cert, key := selfSigned(t)
+		listen = fmt.Sprintf(`listen "pub" {
+  address = "127.0.0.1:0"
+  tls {
+    cert_file = %q
+    key_file  = %q
+  }
+}`, cert, key)
+	}
+	cfg := strings.Replace(baseConfig(b.addr(), "", ""), `listen "pub" { address = "127.0.0.1:0" }`, listen, 1)
+	g := startGateway(t, cfg)
+	waitFor(t, "nothing parked before the test", func() bool { return proxy.Parked() == 0 })
+	base := runtime.NumGoroutine()
+
+	clients := make([]*rawClient, n)
+	for i := range clients {
+		clients[i] = dialPark(t, g.Addr("pub").String(), useTLS)
+		if clients[i].resp.StatusCode != http.StatusSwitchingProtocols {
+			t.Fatalf("status %d", clients[i].resp.StatusCode)
+		}
+		b.next(t, "request")
+	}
+	waitFor(t, "both sides of every pair parked", func() bool { return proxy.Parked() == 2*n })
+	// The backend (gorilla/websocket behind net/http) keeps one goroutine per connection;
+	// the gateway, with every pair parked, none.
+	if got := runtime.NumGoroutine() - base; got > n+n/4 {
+		t.Fatalf("%d goroutines more with %d idle pairs, want about %d (the backend's)", got, n, n)
+	}
+
+	// Data wakes the client side, the echo wakes the backend side.
+	for i, c := range clients {
+		msg := []byte(fmt.Sprintf("hello %d", i))
+		c.send(true, wsframe.OpText, msg)
+		f := c.read()
+		if f.h.Opcode != wsframe.OpText || string(f.payload) != string(msg) {
+			t.Fatalf("client %d: echo %v %q, want %q", i, f.h.Opcode, f.payload, msg)
+		}
+	}
+	start := time.Now()
+	waitFor(t, "pairs parked again after their data", func() bool { return proxy.Parked() == 2*n })
+	if el := time.Since(start); el > 2500*time.Millisecond {
+		t.Fatalf("parked again after %v, want within 2 s", el)
+	}
+
+	// A close from a parked client is forwarded and answered.
+	for _, c := range clients[:n/2] {
+		c.send(true, wsframe.OpClose, wsframe.AppendClosePayload(nil, 1000, "bye"))
+		if code, reason := c.readClose(); code != 1000 || reason != "bye" {
+			t.Fatalf("close reply %d %q, want 1000 bye", code, reason)
+		}
+		if e := b.next(t, "close"); e.code != 1000 || e.reason != "bye" {
+			t.Fatalf("backend close %d %q, want 1000 bye", e.code, e.reason)
+		}
+		c.expectEOF()
+	}
+	waitFor(t, "closed pairs gone from the parking lot", func() bool { return proxy.Parked() == n })
+
+	// A drain reaches the parked rest: 1001 to both sides.
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		g.Drain(ctx)
+	}()
+	for _, c := range clients[n/2:] {
+		if code, _ := c.readClose(); code != 1001 {
+			t.Fatalf("drain: client got %d, want 1001", code)
+		}
+		c.send(true, wsframe.OpClose, wsframe.AppendClosePayload(nil, 1001, ""))
+		if e := b.next(t, "close"); e.code != 1001 {
+			t.Fatalf("drain: backend got %d, want 1001", e.code)
+		}
+	}
+	<-done
+	waitFor(t, "parking lot empty", func() bool { return proxy.Parked() == 0 })
+}
+
+// dialPark opens a raw client, over TLS (any certificate) when useTLS is set.
+func dialPark(t *testing.T, addr string, useTLS bool) *rawClient {
+	t.Helper()
+	if !useTLS {
+		return dialRaw(t, addr, "/echo")
+	}
+	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 2 * time.Second}, "tcp", addr, &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	conn.SetDeadline(time.Now().Add(20 * time.Second))
+	var key [16]byte
+	rand.Read(key[:])
+	req := "GET /echo HTTP/1.1\r\nHost: " + addr + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: " + base64.StdEncoding.EncodeToString(key[:]) + "\r\n\r\n"
+	if _, err := io.WriteString(conn, req); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("reading handshake response: %v", err)
+	}
+	return &rawClient{t: t, conn: conn, br: br, resp: resp}
+}
+
+// selfSigned writes an ECDSA P-256 certificate for 127.0.0.1 and its key; it returns the
+// files' paths.
+func selfSigned(t *testing.T) (certFile, keyFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "wsgate test"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		DNSNames:     []string{"localhost"},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
+}

@@ -1,0 +1,177 @@
+package proxy
+
+import (
+	"errors"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// The parking lot: a pump whose connection has been idle for parkAfter ends its goroutine
+// and leaves the socket registered, one-shot, in an epoll instance of ours. A single poller
+// goroutine, which itself waits in the Go runtime's netpoller on the epoll descriptor, starts
+// a new pump goroutine when the socket becomes readable. An idle pair therefore holds no
+// goroutine, no stack and no buffer: only its structs and the kernel's socket state.
+//
+// The poller runs only while something is parked: it ends when the last parked side is woken
+// and is started again by the next park.
+type parkingLot struct {
+	mu      sync.Mutex
+	file    *os.File // the epoll descriptor, wrapped so the poller can wait on it
+	raw     syscall.RawConn
+	epfd    int
+	err     error // creating the epoll instance failed: parking is off
+	running bool  // the poller goroutine is alive
+	parked  int   // sides parked now
+	slots   []*side
+}
+
+var lot parkingLot
+
+// parkingSupported reports whether pumps can be parked on this system.
+const parkingSupported = true
+
+func (l *parkingLot) setup() error {
+	if l.file != nil || l.err != nil {
+		return l.err
+	}
+	fd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
+	if err == nil {
+		err = syscall.SetNonblock(fd, true)
+	}
+	if err != nil {
+		l.err = err
+		return err
+	}
+	l.epfd = fd
+	l.file = os.NewFile(uintptr(fd), "wsgate-epoll")
+	l.raw, l.err = l.file.SyscallConn()
+	return l.err
+}
+
+// park registers s's socket and counts it parked. The caller has set s.parked; the poller
+// clears it (compare-and-swap) when it wakes s. It reports false if the socket cannot be
+// watched, in which case the caller waits in the runtime's poller as usual.
+func (l *parkingLot) park(s *side) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.setup() != nil {
+		return false
+	}
+	fd := s.w.fd
+	for fd >= len(l.slots) {
+		l.slots = append(l.slots, nil)
+	}
+	l.slots[fd] = s
+	ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | epollOneShot, Fd: int32(fd)}
+	op := syscall.EPOLL_CTL_MOD
+	if !s.registered {
+		op = syscall.EPOLL_CTL_ADD
+	}
+	err := syscall.EpollCtl(l.epfd, op, fd, &ev)
+	switch {
+	case err == syscall.ENOENT && op == syscall.EPOLL_CTL_MOD:
+		err = syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_ADD, fd, &ev)
+	case err == syscall.EEXIST && op == syscall.EPOLL_CTL_ADD:
+		err = syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_MOD, fd, &ev)
+	}
+	if err != nil {
+		l.slots[fd] = nil
+		return false
+	}
+	s.registered = true
+	l.parked++
+	if !l.running {
+		l.running = true
+		l.file.SetReadDeadline(time.Time{})
+		go l.poll()
+	}
+	return true
+}
+
+// woken counts one side less parked; the last one stops the poller.
+func (l *parkingLot) woken() {
+	l.mu.Lock()
+	l.parked--
+	if l.parked == 0 && l.running {
+		l.file.SetReadDeadline(time.Unix(1, 0)) // the poller sees nothing parked and ends
+	}
+	l.mu.Unlock()
+}
+
+// forget drops s's slot when its pump has ended for good.
+func (l *parkingLot) forget(s *side) {
+	if !s.registered {
+		return
+	}
+	l.mu.Lock()
+	if fd := s.w.fd; fd < len(l.slots) && l.slots[fd] == s {
+		l.slots[fd] = nil
+	}
+	l.mu.Unlock()
+}
+
+// Parked reports how many connection sides are parked now (no goroutine, no buffer).
+func Parked() int {
+	lot.mu.Lock()
+	defer lot.mu.Unlock()
+	return lot.parked
+}
+
+// poll is the poller goroutine: it wakes parked sides whose sockets became readable and ends
+// when nothing is parked.
+func (l *parkingLot) poll() {
+	var (
+		events [128]syscall.EpollEvent
+		n      int
+		werr   error
+		wake   []*side
+	)
+	fn := func(fd uintptr) bool {
+		n, werr = syscall.EpollWait(int(fd), events[:], 0)
+		if werr == syscall.EINTR {
+			n, werr = 0, nil
+			return true
+		}
+		return n > 0 || werr != nil
+	}
+	for {
+		err := l.raw.Read(fn)
+		l.mu.Lock()
+		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) || werr != nil {
+			// Cannot happen with a valid epoll descriptor; do not spin.
+			l.running = false
+			l.mu.Unlock()
+			return
+		}
+		wake = wake[:0]
+		for _, ev := range events[:n] {
+			if fd := int(ev.Fd); fd < len(l.slots) && l.slots[fd] != nil {
+				wake = append(wake, l.slots[fd])
+			}
+		}
+		n = 0
+		l.mu.Unlock()
+		for i, s := range wake {
+			if s.parked.CompareAndSwap(true, false) {
+				l.woken()
+				go s.pair.resume(s)
+			}
+			wake[i] = nil
+		}
+		l.mu.Lock()
+		if l.parked == 0 {
+			l.running = false
+			l.mu.Unlock()
+			return
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			l.file.SetReadDeadline(time.Time{})
+		}
+		l.mu.Unlock()
+	}
+}
+
+// epollOneShot is EPOLLONESHOT (the syscall package's constant has the wrong type).
+const epollOneShot = syscall.EPOLLONESHOT
