@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -30,7 +29,7 @@ func (g *Gateway) serveConn(l *listener, c net.Conn) {
 			g.wg.Done()
 		}
 	}()
-	cc := &clientConn{conn: c}
+	cc := &clientConn{conn: c, g: g}
 	upgraded := false // the client has its 101: a panic is answered with a 1011 close frame
 	defer func() {
 		if r := recover(); r != nil {
@@ -51,17 +50,16 @@ func (g *Gateway) serveConn(l *listener, c net.Conn) {
 		writeRefusal(c, refuse(http.StatusServiceUnavailable, "shutting down"))
 		return
 	}
-	release := []func(){func() { g.untrack(cc) }}
 	defer func() {
 		if !handedOff {
-			runAll(release)
+			cc.release()
 		}
 	}()
 
 	lc := l.cfg.Load()
+	n := l.active.Add(1)
+	cc.l = l
 	if max := lc.MaxConnections; max > 0 {
-		n := l.active.Add(1)
-		release = append(release, func() { l.active.Add(-1) })
 		if n > int64(max) {
 			// Answer at once, without reading the request: established traffic is not
 			// slowed by a flood of new connections.
@@ -71,9 +69,6 @@ func (g *Gateway) serveConn(l *listener, c net.Conn) {
 			writeRefusal(c, refuse(http.StatusServiceUnavailable, "too many connections"))
 			return
 		}
-	} else {
-		l.active.Add(1)
-		release = append(release, func() { l.active.Add(-1) })
 	}
 	if tc, ok := c.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
@@ -120,7 +115,7 @@ func (g *Gateway) serveConn(l *listener, c net.Conn) {
 		h.refuse(ref)
 		return
 	}
-	release = append(release, func() { h.release() })
+	cc.slot = h.release // set by prepare; idempotent
 	backend, ref := h.dialBackend(req)
 	if ref != nil {
 		h.refuse(ref)
@@ -138,23 +133,70 @@ func (g *Gateway) serveConn(l *listener, c net.Conn) {
 		return
 	}
 	upgraded = true
-	h.req = nil // the request is not needed for the connection's lifetime
 	lim.limiting = false
 	conn.SetDeadline(time.Time{})
 	g.obs.Handshake(h.rt.Path, http.StatusSwitchingProtocols)
 	cr := br
 	br = nil
-	h.relay(cc, cr, backend, &handedOff, func() {
-		runAll(release)
-		c.Close()
-		g.wg.Done()
-	})
+	// From here the connection keeps only what its end needs (clientConn); the handshake
+	// state is dropped, and closed runs the cleanups above.
+	cc.route, cc.ip, cc.backend, cc.subprotocol = h.rt.Path, h.ip, h.backendU.String(), backend.Subprotocol
+	pair := proxy.NewPair(h.conn, cr, backend.Conn, backend.Reader, h.relayOpts)
+	cc.setPair(pair)
+	g.obs.Opened(cc.route)
+	handedOff = true
+	pair.Start(cc.closed)
 }
 
-// runAll runs cleanups in reverse order, like defers.
-func runAll(fs []func()) {
-	for i := len(fs) - 1; i >= 0; i-- {
-		fs[i]()
+// closed is called by the relay when the pair has ended: metrics, the access log line, then
+// the releases.
+func (cc *clientConn) closed(res proxy.Result) {
+	defer func() {
+		cc.release()
+		cc.conn.Close() // already closed by the relay; for certainty
+		cc.g.wg.Done()
+	}()
+	defer func() {
+		if r := recover(); r != nil {
+			cc.g.log.Error("panic after relay", "panic", r, "stack", string(debug.Stack()))
+		}
+	}()
+	cc.logClosed(&res)
+}
+
+// release frees the connection's slots: per-IP and route, listener, tracking.
+func (cc *clientConn) release() {
+	if cc.slot != nil {
+		cc.slot()
+	}
+	if cc.l != nil {
+		cc.l.active.Add(-1)
+	}
+	cc.g.untrack(cc)
+}
+
+// relayOptions builds a route's relay options (shared by its connections).
+func (g *Gateway) relayOptions(rt *config.Route) *proxy.Options {
+	lim := rt.Limits
+	throttle := lim.OnLimit != config.OnLimitClose
+	route := rt.Path
+	return &proxy.Options{
+		MaxFrameSize:   lim.MaxFrameSize,
+		MaxMessageSize: lim.MaxMessageSize,
+		ValidateUTF8:   rt.ValidateUTF8,
+		IdleTimeout:    lim.IdleTimeout,
+		PingInterval:   lim.PingInterval,
+		PongTimeout:    lim.PongTimeout,
+		CloseTimeout:   lim.CloseTimeout,
+		WriteTimeout:   lim.WriteTimeout,
+		ClientRate: proxy.Rate{MessagesPerSecond: lim.MessagesPerSecond, BytesPerSecond: lim.BytesPerSecond,
+			Burst: lim.Burst, Throttle: throttle},
+		BackendRate: proxy.Rate{MessagesPerSecond: lim.BackendMessagesPerSecond, BytesPerSecond: lim.BackendBytesPerSecond,
+			Burst: max(lim.BackendBurst, 1), Throttle: throttle},
+		Logger: g.log,
+		OnLimit: func(client net.Addr, side proxy.Side, limit string) {
+			g.guard.limited(route, client.String(), side.String()+":"+limit)
+		},
 	}
 }
 
@@ -168,13 +210,14 @@ type handshake struct {
 	isTLS bool
 	start time.Time
 
-	req      *http.Request
-	rt       *config.Route
-	ip       string // the client's IP (see clientIP)
-	peer     string // the socket peer's IP
-	prior    string // trusted incoming X-Forwarded-For chain
-	backendU *url.URL
-	release  func()
+	req       *http.Request
+	rt        *config.Route
+	ip        string // the client's IP (see clientIP)
+	peer      string // the socket peer's IP
+	prior     string // trusted incoming X-Forwarded-For chain
+	backendU  *url.URL
+	release   func()
+	relayOpts *proxy.Options
 }
 
 func (h *handshake) clientAddr() string { return h.conn.RemoteAddr().String() }
@@ -184,13 +227,15 @@ func (h *handshake) prepare(req *http.Request) *refusal {
 	h.req = req
 	h.release = func() {}
 	h.ip, h.peer, h.prior = clientIP(h.conn.RemoteAddr(), req, h.lc.TrustedProxies)
-	h.rt = h.g.routes.Load().match(req.URL.Path, h.l.name)
+	r := h.g.routes.Load()
+	h.rt = r.match(req.URL.Path, h.l.name)
 	if h.rt == nil {
 		return refuse(http.StatusNotFound, "no route for "+truncate(req.URL.Path, 200))
 	}
 	if d := h.rt.Limits.HandshakeTimeout; d > 0 && d != h.cfg.Limits.HandshakeTimeout {
 		h.conn.SetDeadline(h.start.Add(d))
 	}
+	h.relayOpts = r.relay[h.rt]
 	if ref := checkUpgrade(req, h.rt, h.isTLS); ref != nil {
 		return ref
 	}
@@ -293,55 +338,16 @@ func (h *handshake) refuse(ref *refusal) {
 	}
 }
 
-// relay starts the frame relay; when it ends, it writes the access log line and calls done.
-// It sets *handedOff just before the relay starts (the relay may finish before relay returns);
-// until then the caller's cleanups still own the connection.
-func (h *handshake) relay(cc *clientConn, br *bufio.Reader, b *proxy.Backend, handedOff *bool, done func()) {
-	lim := h.rt.Limits
-	route := h.rt.Path
-	throttle := lim.OnLimit != config.OnLimitClose
-	opts := proxy.Options{
-		MaxFrameSize:   lim.MaxFrameSize,
-		MaxMessageSize: lim.MaxMessageSize,
-		ValidateUTF8:   h.rt.ValidateUTF8,
-		IdleTimeout:    lim.IdleTimeout,
-		PingInterval:   lim.PingInterval,
-		PongTimeout:    lim.PongTimeout,
-		CloseTimeout:   lim.CloseTimeout,
-		WriteTimeout:   lim.WriteTimeout,
-		ClientLimiter:  proxy.NewLimiter(lim.MessagesPerSecond, lim.BytesPerSecond, lim.Burst, throttle),
-		BackendLimiter: proxy.NewLimiter(lim.BackendMessagesPerSecond, lim.BackendBytesPerSecond, max(lim.BackendBurst, 1), throttle),
-		Logger:         h.g.log,
-		OnLimit: func(side proxy.Side, limit string) {
-			h.g.guard.limited(route, h.clientAddr(), side.String()+":"+limit)
-		},
-	}
-	pair := proxy.NewPair(h.conn, br, b.Conn, b.Reader, opts)
-	cc.setPair(pair)
-	h.g.obs.Opened(route)
-	*handedOff = true
-	pair.Start(func(res proxy.Result) {
-		defer done()
-		defer func() {
-			if r := recover(); r != nil {
-				h.g.log.Error("panic after relay", "panic", r, "stack", string(debug.Stack()))
-			}
-		}()
-		h.logClosed(b, &res)
-	})
-}
-
 // logClosed records a finished connection: metrics and the access log line.
-func (h *handshake) logClosed(b *proxy.Backend, res *proxy.Result) {
-	route := h.rt.Path
-	h.g.obs.Closed(route, res)
-	h.g.log.LogAttrs(context.Background(), slog.LevelInfo, "connection",
-		slog.String("client", h.clientAddr()),
-		slog.String("client_ip", h.ip),
-		slog.String("listener", h.l.name),
-		slog.String("route", route),
-		slog.String("backend", h.backendU.String()),
-		slog.String("subprotocol", b.Subprotocol),
+func (cc *clientConn) logClosed(res *proxy.Result) {
+	cc.g.obs.Closed(cc.route, res)
+	cc.g.log.LogAttrs(context.Background(), slog.LevelInfo, "connection",
+		slog.String("client", cc.conn.RemoteAddr().String()),
+		slog.String("client_ip", cc.ip),
+		slog.String("listener", cc.l.name),
+		slog.String("route", cc.route),
+		slog.String("backend", cc.backend),
+		slog.String("subprotocol", cc.subprotocol),
 		slog.Duration("duration", res.End.Sub(res.Start)),
 		slog.Uint64("client_frames", res.Client.DataFrames+res.Client.ControlFrames),
 		slog.Uint64("client_bytes", res.Client.Bytes),

@@ -80,7 +80,7 @@ func New(cfg *config.Config, opts Options) *Gateway {
 	}
 	g.guard = newGuard(g.log, g.obs)
 	g.cfg.Store(cfg)
-	g.routes.Store(newRouter(cfg.Routes))
+	g.routes.Store(newRouter(cfg.Routes, g.relayOptions))
 	return g
 }
 
@@ -207,7 +207,7 @@ func (g *Gateway) Reload(cfg *config.Config) error {
 		g.serve(l)
 	}
 	g.cfg.Store(cfg)
-	g.routes.Store(newRouter(cfg.Routes))
+	g.routes.Store(newRouter(cfg.Routes, g.relayOptions))
 	return nil
 }
 
@@ -296,9 +296,16 @@ func (g *Gateway) untrack(c *clientConn) {
 	}
 }
 
-// clientConn is a registered client connection.
+// clientConn is a registered client connection, and after its upgrade all that the gateway
+// keeps of it besides the relay (kept small: bench/README.md, idle memory).
 type clientConn struct {
-	conn net.Conn
+	conn net.Conn // the client connection (TLS over the socket, if any)
+	g    *Gateway
+	l    *listener // set once the listener counts this connection
+	slot func()    // frees its per-IP and route slots; nil before admission
+
+	// Set at the upgrade, for the access log line.
+	route, ip, backend, subprotocol string
 
 	mu       sync.Mutex
 	pair     *proxy.Pair

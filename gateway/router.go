@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/wsgate/wsgate/config"
+	"github.com/wsgate/wsgate/proxy"
 )
 
 // router finds the route for a request path (DESIGN.md, "Routing"): the longest matching
@@ -12,11 +13,14 @@ import (
 type router struct {
 	exact   map[string]*config.Route
 	subtree []*config.Route // longest path first
+	// relay holds each route's relay options, shared by all of its connections.
+	relay map[*config.Route]*proxy.Options
 }
 
-func newRouter(routes []*config.Route) *router {
-	r := &router{exact: make(map[string]*config.Route)}
+func newRouter(routes []*config.Route, relayOptions func(*config.Route) *proxy.Options) *router {
+	r := &router{exact: make(map[string]*config.Route), relay: make(map[*config.Route]*proxy.Options)}
 	for _, rt := range routes {
+		r.relay[rt] = relayOptions(rt)
 		if strings.HasSuffix(rt.Path, "/") {
 			r.subtree = append(r.subtree, rt)
 		} else {

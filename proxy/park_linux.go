@@ -59,7 +59,7 @@ func (l *parkingLot) park(s *side) bool {
 	if l.setup() != nil {
 		return false
 	}
-	fd := s.w.fd
+	fd := int(s.w.fd)
 	for fd >= len(l.slots) {
 		l.slots = append(l.slots, nil)
 	}
@@ -106,7 +106,7 @@ func (l *parkingLot) forget(s *side) {
 		return
 	}
 	l.mu.Lock()
-	if fd := s.w.fd; fd < len(l.slots) && l.slots[fd] == s {
+	if fd := int(s.w.fd); fd < len(l.slots) && l.slots[fd] == s {
 		l.slots[fd] = nil
 	}
 	l.mu.Unlock()

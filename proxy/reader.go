@@ -37,22 +37,20 @@ func PutReader(br *bufio.Reader) {
 // the tls.Conn (which may hold decrypted bytes the socket does not show). The bytes read are
 // then served first by Read, in front of the connection.
 type waiter struct {
-	conn  net.Conn        // what the pump reads: a *net.TCPConn or a *tls.Conn
-	raw   syscall.RawConn // the TCP socket's raw access; nil for TLS or non-socket connections
+	raw syscall.RawConn       // the TCP socket's raw access; nil for TLS or non-socket connections
+	fn  func(fd uintptr) bool // raw read callback, allocated once per connection
+	buf *[readerSize]byte     // bytes read by the last wait, not yet served; nil when none
+	err error                 // error or EOF met by the last wait, served after the bytes
+	fd  int32                 // the socket's descriptor, for parking; -1 when it cannot be parked
+
+	off, n uint16 // unserved bytes: buf[off:n] (or one[off:n])
+	// wakes counts the waits that found data since the park deadline was armed (see
+	// Pair.waitData).
+	wakes uint16
+	one   [1]byte // TLS: the byte read by the last wait
 	isTLS bool
-	fd    int                   // the socket's descriptor, for parking; -1 when it cannot be parked
-	fn    func(fd uintptr) bool // raw read callback, allocated once per connection
-	once  bool                  // fn's mode: try one read and return even if there was nothing (EAGAIN)
-
-	buf    *[readerSize]byte // bytes read by the last wait, not yet served; nil when none
-	one    [1]byte           // TLS: the byte read by the last wait
-	off, n int
-	err    error // error or EOF met by the last wait, served after the bytes
-
-	// Park deadline (see Pair.waitData): armed while the pump waits in the runtime's poller
-	// after a wake-up; wakes counts the waits that found data since it was armed.
-	armed bool
-	wakes uint32
+	once  bool // fn's mode: try one read and return even if there was nothing (EAGAIN)
+	armed bool // the park deadline is armed
 }
 
 var prefetchPool = sync.Pool{New: func() any { return new([readerSize]byte) }}
@@ -63,7 +61,7 @@ var errNoData = errors.New("no data")
 // init prepares w for c. Connections that are neither TCP nor TLS over TCP (net.Pipe in
 // tests) are read directly and never parked.
 func (w *waiter) init(c net.Conn) {
-	w.conn, w.fd = c, -1
+	w.fd = -1
 	sock := c
 	if tc, ok := c.(*tls.Conn); ok {
 		w.isTLS = true
@@ -77,7 +75,7 @@ func (w *waiter) init(c net.Conn) {
 	if err != nil {
 		return
 	}
-	raw.Control(func(fd uintptr) { w.fd = int(fd) })
+	raw.Control(func(fd uintptr) { w.fd = int32(fd) })
 	if !w.isTLS {
 		w.raw = raw
 		w.fn = w.tryRead
@@ -109,19 +107,20 @@ func (w *waiter) tryRead(fd uintptr) bool {
 	case n == 0:
 		w.err = io.EOF
 	}
-	w.off, w.n = 0, n
+	w.off, w.n = 0, uint16(n)
 	return true
 }
 
-// wait blocks until the socket has data (now held by w), an error or EOF, the read deadline
-// passes, or the socket is closed.
-func (w *waiter) wait() error {
+// wait blocks until the socket has data (now held by s.w), an error or EOF, the read
+// deadline passes, or the socket is closed.
+func (s *side) wait() error {
+	w := &s.w
 	if w.raw != nil {
 		w.once = false
 		return w.raw.Read(w.fn)
 	}
-	n, err := w.conn.Read(w.one[:])
-	w.off, w.n = 0, n
+	n, err := s.conn.Read(w.one[:])
+	w.off, w.n = 0, uint16(n)
 	if n > 0 {
 		w.err = err
 		return nil
@@ -130,7 +129,8 @@ func (w *waiter) wait() error {
 }
 
 // try reads what is there without waiting; errNoData when there is nothing.
-func (w *waiter) try() error {
+func (s *side) try() error {
+	w := &s.w
 	if w.raw != nil {
 		w.once = true
 		err := w.raw.Read(w.fn)
@@ -142,9 +142,9 @@ func (w *waiter) try() error {
 	}
 	// TLS: a read with a past deadline returns a record already buffered by crypto/tls, or
 	// times out without touching the socket (a timeout leaves the tls.Conn usable).
-	w.conn.SetReadDeadline(time.Unix(1, 0))
-	err := w.wait()
-	w.conn.SetReadDeadline(time.Time{})
+	s.conn.SetReadDeadline(time.Unix(1, 0))
+	err := s.wait()
+	s.conn.SetReadDeadline(time.Time{})
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		return errNoData
 	}
@@ -162,7 +162,7 @@ func (s *side) Read(p []byte) (int, error) {
 		} else {
 			k = copy(p, w.one[w.off:w.n])
 		}
-		w.off += k
+		w.off += uint16(k)
 		if w.off == w.n {
 			w.release()
 		}
@@ -173,7 +173,7 @@ func (s *side) Read(p []byte) (int, error) {
 		return 0, err
 	}
 	for {
-		n, err := w.conn.Read(p)
+		n, err := s.conn.Read(p)
 		if n == 0 && w.armed && errors.Is(err, os.ErrDeadlineExceeded) && s.pair.rearmPark(s) {
 			continue
 		}

@@ -58,7 +58,9 @@ func (s Side) String() string {
 	return "backend"
 }
 
-// Options configure a relayed pair. Zero durations and sizes mean "off".
+// Options configure relayed pairs. Zero durations and sizes mean "off". One Options may be
+// shared by any number of pairs (the gateway keeps one per route) and must not change once a
+// pair uses it.
 type Options struct {
 	MaxFrameSize   int64
 	MaxMessageSize int64
@@ -68,12 +70,23 @@ type Options struct {
 	PongTimeout    time.Duration
 	CloseTimeout   time.Duration
 	WriteTimeout   time.Duration
-	// ClientLimiter and BackendLimiter, when set, meter data read from that side.
-	ClientLimiter  *Limiter
-	BackendLimiter *Limiter
-	// OnLimit, if set, is called (from a pump goroutine) when a limit fires, with its name.
-	OnLimit func(side Side, limit string)
-	Logger  *slog.Logger
+	// ClientRate and BackendRate, when set, meter data read from that side; each pair gets
+	// buckets of its own.
+	ClientRate, BackendRate Rate
+	// OnLimit, if set, is called (from a pump or timer goroutine) when a limit fires, with
+	// the client's address, the side that hit it and the limit's name.
+	OnLimit func(client net.Addr, side Side, limit string)
+	Logger  *slog.Logger // nil: slog.Default()
+}
+
+// Rate is a per-connection rate limit: MessagesPerSecond and BytesPerSecond (zero: none),
+// Burst messages above the rate at once, and Throttle to delay reading (backpressure) instead
+// of closing with 1008.
+type Rate struct {
+	MessagesPerSecond float64
+	BytesPerSecond    int64
+	Burst             int
+	Throttle          bool
 }
 
 // DirStats counts what one pump read from its side and forwarded.
@@ -108,75 +121,103 @@ type Result struct {
 
 // side is one connection of a pair.
 type side struct {
-	who   Side
 	pair  *Pair
 	conn  net.Conn
 	br    *bufio.Reader // owned by the pump reading this side; pooled, nil while idle
-	w     waiter        // owned by the pump reading this side
-	hot   bool          // owned by the pump: the park deadline is armed (see waitData)
-	role  wsframe.Role  // how frames read from this side are checked
-	mask  bool          // frames written to this side are masked (the backend)
 	lim   *Limiter
+	w     waiter   // owned by the pump reading this side
 	stats DirStats // owned by the pump reading this side
+	msg   msgState // owned by the pump reading this side
 
 	// Guarded by wmu: a frame's header and payload are written as one unit.
 	wmu       sync.Mutex
+	wdeadline int64 // the write deadline set last, in Unix nanoseconds
 	closeSent bool
-	wdeadline time.Time
+
+	who  Side
+	role wsframe.Role // how frames read from this side are checked
+	mask bool         // frames written to this side are masked (the backend)
+	hot  bool         // owned by the pump: the park deadline is armed (see waitData)
 
 	// Guarded by pair.mu.
 	recvClose bool
 	gone      bool
-	info      CloseInfo
 
-	awaitPong  atomic.Bool
-	parked     atomic.Bool // no pump runs: the parking lot or finish resumes it (CAS)
 	registered bool        // the socket is in the parking lot's epoll set; guarded by lot.mu
-	msg        msgState    // owned by the pump reading this side
+	awaitPong  atomic.Bool // a keepalive ping is unanswered
+	parked     atomic.Bool // no pump runs: the parking lot or finish resumes it (CAS)
 }
 
-// Pair relays frames between a client and a backend connection.
+// Pair relays frames between a client and a backend connection. It is kept small: an idle
+// pair is this struct, its sockets and its timers, nothing else (bench/README.md).
 type Pair struct {
-	opts    Options
-	log     *slog.Logger
+	opts    *Options
 	client  side
 	backend side
 
 	mu         sync.Mutex
-	closedBy   string
-	cause      string
-	protoCode  wsframe.CloseCode
-	finished   bool
-	lingerAt   time.Time // the read deadline finish set; guarded by mu
-	closeTimer *time.Timer
-	ended      atomic.Bool // finished, readable without mu
-
-	active     atomic.Bool // a data frame moved since the last idle check
-	idleCount  int         // owned by the idle timer
+	c          *closing      // nil until a close begins
+	done       chan struct{} // made by the first throttled sleep, closed by finish; guarded by mu
 	idleTimer  *time.Timer
 	pingTimer  *time.Timer
-	pingPhase  bool // owned by the ping timer: true while waiting for pongs
-	timerMu    sync.Mutex
-	timersDone bool
+	onDone     func(Result)
+	start      int64 // Unix nanoseconds
 	timerWG    sync.WaitGroup
-	done       chan struct{} // closed by finish
+	timerMu    sync.Mutex
+	idleCount  int32        // owned by the idle timer
+	running    atomic.Int32 // pumps still running
+	active     atomic.Bool  // a data frame moved since the last idle check
+	ended      atomic.Bool  // finished, readable without mu
+	finished   bool
+	pingPhase  bool // owned by the ping timer: true while waiting for pongs
+	timersDone bool // guarded by timerMu
+}
 
-	start   time.Time
-	running atomic.Int32 // pumps still running
-	onDone  func(Result)
+func (p *Pair) logger() *slog.Logger {
+	if l := p.opts.Logger; l != nil {
+		return l
+	}
+	return slog.Default()
+}
+
+// closing is a pair's close state, allocated when its close begins, so that an idle pair
+// does not carry it. Guarded by Pair.mu.
+type closing struct {
+	client, backend CloseInfo
+	closedBy        string
+	cause           string
+	protoCode       wsframe.CloseCode
+	lingerAt        time.Time // the read deadline finish set
+	timer           *time.Timer
+}
+
+// cl returns the close state, allocating it on first use. Called with mu held.
+func (p *Pair) cl() *closing {
+	if p.c == nil {
+		p.c = new(closing)
+	}
+	return p.c
+}
+
+// info returns s's close record. Called with mu held.
+func (p *Pair) info(s *side) *CloseInfo {
+	if s == &p.client {
+		return &p.cl().client
+	}
+	return &p.cl().backend
 }
 
 // NewPair prepares a relay between an upgraded client connection (read through cr, which may
 // hold bytes that arrived with the handshake) and an upgraded backend connection. The pair
 // takes ownership of both readers, which must come from GetReader, and returns them to the
 // pool.
-func NewPair(client net.Conn, cr *bufio.Reader, backend net.Conn, br *bufio.Reader, opts Options) *Pair {
-	p := &Pair{opts: opts, log: opts.Logger, done: make(chan struct{})}
-	if p.log == nil {
-		p.log = slog.Default()
-	}
-	p.client = side{who: SideClient, pair: p, conn: client, br: cr, role: wsframe.RoleServer, lim: opts.ClientLimiter}
-	p.backend = side{who: SideBackend, pair: p, conn: backend, br: br, role: wsframe.RoleClient, mask: true, lim: opts.BackendLimiter}
+func NewPair(client net.Conn, cr *bufio.Reader, backend net.Conn, br *bufio.Reader, opts *Options) *Pair {
+	p := &Pair{opts: opts}
+	cl, bl := opts.ClientRate, opts.BackendRate
+	p.client = side{who: SideClient, pair: p, conn: client, br: cr, role: wsframe.RoleServer,
+		lim: NewLimiter(cl.MessagesPerSecond, cl.BytesPerSecond, cl.Burst, cl.Throttle)}
+	p.backend = side{who: SideBackend, pair: p, conn: backend, br: br, role: wsframe.RoleClient, mask: true,
+		lim: NewLimiter(bl.MessagesPerSecond, bl.BytesPerSecond, bl.Burst, bl.Throttle)}
 	p.client.w.init(client)
 	p.backend.w.init(backend)
 	return p
@@ -194,7 +235,7 @@ func (p *Pair) Run() Result {
 // sockets are closed, the timers stopped, and done is called with the result on the last
 // pump's goroutine.
 func (p *Pair) Start(done func(Result)) {
-	p.start = time.Now()
+	p.start = time.Now().UnixNano()
 	p.onDone = done
 	p.startTimers()
 	p.running.Store(2)
@@ -223,11 +264,12 @@ func (p *Pair) pumpTask(src *side) {
 	p.backend.conn.Close()
 	p.stopTimers()
 	p.mu.Lock()
+	c := p.cl()
 	res := Result{
 		Client: p.client.stats, Backend: p.backend.stats,
-		ClientClose: p.client.info, BackendClose: p.backend.info,
-		ClosedBy: p.closedBy, Cause: p.cause, ProtocolErrorCode: p.protoCode,
-		Start: p.start, End: time.Now(),
+		ClientClose: c.client, BackendClose: c.backend,
+		ClosedBy: c.closedBy, Cause: c.cause, ProtocolErrorCode: c.protoCode,
+		Start: time.Unix(0, p.start), End: time.Now(),
 	}
 	p.mu.Unlock()
 	p.onDone(res)
@@ -272,7 +314,7 @@ func (p *Pair) pump(src, dst *side) (parked bool) {
 	defer func() {
 		if r := recover(); r != nil {
 			parked = false
-			p.log.Error("relay panic", "side", src.who.String(), "panic", r, "stack", string(debug.Stack()))
+			p.logger().Error("relay panic", "side", src.who.String(), "panic", r, "stack", string(debug.Stack()))
 			p.fail(nil, wsframe.CloseInternalError, "internal error", wsframe.CloseInternalError, "internal error", "panic")
 		}
 	}()
@@ -314,10 +356,10 @@ var errParked = errors.New("parked")
 func (p *Pair) waitData(src *side) error {
 	w := &src.w
 	if p.ended.Load() || w.fd < 0 || !parkingSupported {
-		return w.wait()
+		return src.wait()
 	}
 	if !src.hot {
-		err := w.try()
+		err := src.try()
 		p.restoreLinger(src) // a TLS try clears the read deadline
 		if err != errNoData {
 			p.armPark(src)
@@ -326,7 +368,7 @@ func (p *Pair) waitData(src *side) error {
 		return p.park(src)
 	}
 	for {
-		err := w.wait()
+		err := src.wait()
 		if err == nil {
 			w.wakes++
 			return nil
@@ -369,7 +411,7 @@ func (p *Pair) rearmPark(src *side) bool {
 func (p *Pair) restoreLinger(src *side) {
 	if p.ended.Load() {
 		p.mu.Lock()
-		at := p.lingerAt
+		at := p.cl().lingerAt
 		p.mu.Unlock()
 		src.conn.SetReadDeadline(at)
 	}
@@ -382,7 +424,7 @@ func (p *Pair) park(src *side) error {
 	p.mu.Lock()
 	if p.finished {
 		p.mu.Unlock()
-		return src.w.wait()
+		return src.wait()
 	}
 	src.parked.Store(true)
 	if lot.park(src) {
@@ -393,7 +435,7 @@ func (p *Pair) park(src *side) error {
 	if !src.parked.CompareAndSwap(true, false) {
 		return errParked // someone resumed it meanwhile
 	}
-	return src.w.wait()
+	return src.wait()
 }
 
 // msgState is a pump's message state, kept across its idle periods.
@@ -651,9 +693,10 @@ func (p *Pair) armWriteDeadline(s *side) {
 		return
 	}
 	now := time.Now()
-	if now.Add(wt - wt/4).After(s.wdeadline) {
-		s.wdeadline = now.Add(wt)
-		s.conn.SetWriteDeadline(s.wdeadline)
+	if now.UnixNano()+int64(wt-wt/4) > s.wdeadline {
+		d := now.Add(wt)
+		s.wdeadline = d.UnixNano()
+		s.conn.SetWriteDeadline(d)
 	}
 }
 
@@ -732,10 +775,10 @@ func (p *Pair) closeReceived(src *side, payload []byte) bool {
 		return false
 	}
 	src.recvClose = true
-	src.info.Received = code
-	src.info.ReceivedReason = string(reason)
-	if p.closedBy == "" {
-		p.closedBy = src.who.String()
+	p.info(src).Received = code
+	p.info(src).ReceivedReason = string(reason)
+	if c := p.cl(); c.closedBy == "" {
+		c.closedBy = src.who.String()
 	}
 	var replyTo, forwardTo *side
 	srcSent := src.wroteClose()
@@ -784,12 +827,13 @@ func (p *Pair) sendClose(s *side, code wsframe.CloseCode, reason string, payload
 	}
 	if p.writeControl(s, wsframe.OpClose, payload) {
 		p.mu.Lock()
+		info := p.info(s)
 		if payload == nil {
-			s.info.Sent = wsframe.CloseNoStatus
+			info.Sent = wsframe.CloseNoStatus
 		} else {
-			s.info.Sent = code
+			info.Sent = code
 		}
-		s.info.SentReason = reason
+		info.SentReason = reason
 		p.mu.Unlock()
 	}
 }
@@ -804,8 +848,8 @@ func (p *Pair) sendCloseCode(s *side, code wsframe.CloseCode, reason string) {
 // code DESIGN.md's table gives for a fault of src (1001 to the backend, 1014 to the client).
 func (p *Pair) failBy(src *side, code wsframe.CloseCode, reason string) {
 	p.mu.Lock()
-	if p.protoCode == 0 {
-		p.protoCode = code
+	if c := p.cl(); c.protoCode == 0 {
+		c.protoCode = code
 	}
 	p.mu.Unlock()
 	if src.who == SideClient {
@@ -830,9 +874,9 @@ func (p *Pair) fail(culprit *side, code1 wsframe.CloseCode, reason1 string, code
 		p.mu.Unlock()
 		return
 	}
-	if p.closedBy == "" {
-		p.closedBy = "gateway"
-		p.cause = cause
+	if c := p.cl(); c.closedBy == "" {
+		c.closedBy = "gateway"
+		c.cause = cause
 	}
 	p.mu.Unlock()
 	p.sendCloseCode(first, code1, reason1)
@@ -891,9 +935,9 @@ func (p *Pair) sideGone(s *side, err error) {
 		return
 	}
 	p.mu.Lock()
-	if p.closedBy == "" {
-		p.closedBy = s.who.String()
-		p.cause = s.who.String() + " connection lost"
+	if c := p.cl(); c.closedBy == "" {
+		c.closedBy = s.who.String()
+		c.cause = s.who.String() + " connection lost"
 	}
 	oWaiting := o.recvClose
 	p.mu.Unlock()
@@ -903,7 +947,7 @@ func (p *Pair) sideGone(s *side, err error) {
 	if oWaiting {
 		// o started a close that s never answered: answer it ourselves with o's code.
 		p.mu.Lock()
-		code, reason := o.info.Received, o.info.ReceivedReason
+		code, reason := p.info(o).Received, p.info(o).ReceivedReason
 		p.mu.Unlock()
 		if code == wsframe.CloseNoStatus {
 			p.sendClose(o, code, reason, nil)
@@ -944,11 +988,10 @@ func (p *Pair) sideDone(s *side) bool {
 func (p *Pair) armCloseTimer() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.closeTimer != nil || p.finished {
-		return
+	if c := p.cl(); c.timer == nil && !p.finished {
+		// close_timeout 0 means no wait: answer pending closes at once.
+		c.timer = time.AfterFunc(max(p.opts.CloseTimeout, 0), p.closeTimedOut)
 	}
-	// close_timeout 0 means no wait: answer pending closes at once.
-	p.closeTimer = time.AfterFunc(max(p.opts.CloseTimeout, 0), p.closeTimedOut)
 }
 
 func (p *Pair) closeTimedOut() {
@@ -960,7 +1003,7 @@ func (p *Pair) closeTimedOut() {
 	for _, s := range []*side{&p.client, &p.backend} {
 		p.mu.Lock()
 		waiting := s.recvClose && !s.gone
-		code, reason := s.info.Received, s.info.ReceivedReason
+		code, reason := p.info(s).Received, p.info(s).ReceivedReason
 		p.mu.Unlock()
 		if waiting {
 			if code == wsframe.CloseNoStatus {
@@ -990,11 +1033,14 @@ func (p *Pair) finish() {
 	p.finished = true
 	p.ended.Store(true)
 	deadline := time.Now().Add(lingerTimeout)
-	p.lingerAt = deadline
-	if p.closeTimer != nil {
-		p.closeTimer.Stop()
+	c := p.cl()
+	c.lingerAt = deadline
+	if c.timer != nil {
+		c.timer.Stop()
 	}
-	close(p.done)
+	if p.done != nil {
+		close(p.done)
+	}
 	var wake [2]*side
 	for i, s := range []*side{&p.client, &p.backend} {
 		if s.parked.CompareAndSwap(true, false) {
@@ -1027,12 +1073,12 @@ func (p *Pair) drainReads(src *side) {
 
 func (p *Pair) limitFired(s *side, name string) {
 	if p.opts.OnLimit != nil {
-		p.opts.OnLimit(s.who, name)
+		p.opts.OnLimit(p.client.conn.RemoteAddr(), s.who, name)
 	}
 }
 
 func (p *Pair) logf(s *side, msg string, err error) {
-	p.log.Debug(msg, "side", s.who.String(), "remote", s.conn.RemoteAddr().String(), "err", err)
+	p.logger().Debug(msg, "side", s.who.String(), "remote", s.conn.RemoteAddr().String(), "err", err)
 }
 
 // protocolReason is the close reason for a protocol error: the error text without the

@@ -16,7 +16,7 @@ import (
 func benchPair(tb testing.TB, opts Options) (client, backend net.Conn, done chan Result) {
 	cGW, cPeer := net.Pipe()
 	bGW, bPeer := net.Pipe()
-	p := NewPair(cGW, bufio.NewReaderSize(cGW, readerSize), bGW, bufio.NewReaderSize(bGW, readerSize), opts)
+	p := NewPair(cGW, bufio.NewReaderSize(cGW, readerSize), bGW, bufio.NewReaderSize(bGW, readerSize), &opts)
 	done = make(chan Result, 1)
 	go func() { done <- p.Run() }()
 	return cPeer, bPeer, done

@@ -68,7 +68,7 @@ func startPair(t testing.TB, opts Options) *testPair {
 	cg, ct := socketPair(t)
 	bg, bt := socketPair(t)
 	tp := &testPair{client: ct, backend: bt, done: make(chan Result, 1)}
-	tp.p = NewPair(cg, bufio.NewReaderSize(cg, readerSize), bg, bufio.NewReaderSize(bg, readerSize), opts)
+	tp.p = NewPair(cg, bufio.NewReaderSize(cg, readerSize), bg, bufio.NewReaderSize(bg, readerSize), &opts)
 	go func() { tp.done <- tp.p.Run() }()
 	return tp
 }

@@ -71,19 +71,29 @@ func (p *Pair) spawn(f func()) {
 // its stack and the pair is cut, instead of crashing the process.
 func (p *Pair) recoverTimer() {
 	if r := recover(); r != nil {
-		p.log.Error("relay timer panic", "panic", r, "stack", string(debug.Stack()))
+		p.logger().Error("relay timer panic", "panic", r, "stack", string(debug.Stack()))
 		p.Close()
 	}
 }
 
 // sleep waits d for a throttled pump; false if the pair ended meanwhile.
 func (p *Pair) sleep(d time.Duration) bool {
+	p.mu.Lock()
+	if p.finished {
+		p.mu.Unlock()
+		return false
+	}
+	if p.done == nil {
+		p.done = make(chan struct{})
+	}
+	done := p.done
+	p.mu.Unlock()
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-t.C:
 		return true
-	case <-p.done:
+	case <-done:
 		return false
 	}
 }
