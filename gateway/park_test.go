@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wsgate/wsgate/metrics"
 	"github.com/wsgate/wsgate/proxy"
 	"github.com/wsgate/wsgate/wsframe"
 )
@@ -68,6 +69,9 @@ func testIdlePairsPark(t *testing.T, useTLS bool) {
 		b.next(t, "request")
 	}
 	waitFor(t, "both sides of every pair parked", func() bool { return proxy.Parked() == 2*n })
+	if got := parkedGauge(t); got != 2*n {
+		t.Fatalf("wsgate_relay_parked_sides = %d, want %d", got, 2*n)
+	}
 	// The backend (gorilla/websocket behind net/http) keeps one goroutine per connection;
 	// the gateway, with every pair parked, none.
 	if got := runtime.NumGoroutine() - base; got > n+n/4 {
@@ -183,4 +187,20 @@ func selfSigned(t *testing.T) (certFile, keyFile string) {
 		t.Fatal(err)
 	}
 	return certFile, keyFile
+}
+
+// parkedGauge reads wsgate_relay_parked_sides from a metrics registry.
+func parkedGauge(t *testing.T) int {
+	t.Helper()
+	mfs, err := metrics.New().Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "wsgate_relay_parked_sides" {
+			return int(mf.GetMetric()[0].GetGauge().GetValue())
+		}
+	}
+	t.Fatal("wsgate_relay_parked_sides not exported")
+	return 0
 }

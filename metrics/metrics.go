@@ -145,6 +145,10 @@ func New() *Metrics {
 		m.active, m.handshakes, m.dial, m.frames, m.bytes, m.messages, m.overLimit,
 		m.rateLimited, m.admission, m.protoErrors, m.closeSent, m.closeRecv, m.closedBy,
 		m.duration, m.reloads, m.lastReload, stateCollector{m},
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "wsgate_relay_parked_sides",
+			Help: "Connection sides parked by the relay: idle for about a second, held with no goroutine or buffer until data arrives (two per idle connection).",
+		}, func() float64 { return float64(proxy.Parked()) }),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
