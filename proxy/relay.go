@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -370,7 +371,9 @@ func (p *Pair) waitData(src *side) error {
 	for {
 		err := src.wait()
 		if err == nil {
-			w.wakes++
+			if w.wakes < math.MaxUint16 {
+				w.wakes++
+			}
 			return nil
 		}
 		if !errors.Is(err, os.ErrDeadlineExceeded) || p.ended.Load() {
