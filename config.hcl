@@ -79,6 +79,12 @@ listen "public" {
     # saves nothing measurable.
     min_version = "1.2"
 
+    # Key exchanges to allow, from "x25519mlkem768" (post-quantum hybrid), "x25519",
+    # "secp256r1", "secp384r1", "secp521r1"; Go picks among them in that order. Default: all of
+    # them. Dropping "x25519mlkem768" saves about a tenth of the CPU of a full handshake (and
+    # 1 KB each way) at the cost of post-quantum protection (nginx: ssl_ecdh_curve).
+    # curves = ["x25519", "secp256r1"]
+
     # Address of a plain HTTP listener that answers ACME HTTP-01 challenges and redirects
     # everything else to https://. Default "" = none (then only tls-alpn-01 can succeed).
     http_address = ":80"

@@ -100,7 +100,7 @@ var (
 		Blocks:     []hcl.BlockHeaderSchema{{Type: "tls"}},
 	}
 	tlsSchema = &hcl.BodySchema{
-		Attributes: []hcl.AttributeSchema{{Name: "cert_file"}, {Name: "key_file"}, {Name: "min_version"}, {Name: "http_address"}},
+		Attributes: []hcl.AttributeSchema{{Name: "cert_file"}, {Name: "key_file"}, {Name: "min_version"}, {Name: "curves"}, {Name: "http_address"}},
 		Blocks:     []hcl.BlockHeaderSchema{{Type: "acme"}, {Type: "certificate"}, {Type: "on_demand"}},
 	}
 	acmeSchema = &hcl.BodySchema{
@@ -342,6 +342,9 @@ func (d *decoder) tls(b *hcl.Block, addressAt map[string]hcl.Range) *TLS {
 			t.MinVersion = v
 		}
 	}
+	if attr := c.Attributes["curves"]; attr != nil {
+		t.Curves = d.curves(attr)
+	}
 	if attr := c.Attributes["http_address"]; attr != nil {
 		if addr, ok := d.address(attr); ok {
 			t.HTTPAddress = addr
@@ -353,6 +356,35 @@ func (d *decoder) tls(b *hcl.Block, addressAt map[string]hcl.Range) *TLS {
 			`Only the http-01 challenge is enabled but the tls block has no http_address, so nothing answers the CA on port 80. Set http_address = ":80" or enable "tls-alpn-01".`)
 	}
 	return t
+}
+
+// TLSCurves are the key exchanges a tls block's curves may list (Caddy's names; nginx calls
+// the setting ssl_ecdh_curve), in Go's order of preference, which the list does not change.
+var TLSCurves = []string{"x25519mlkem768", "x25519", "secp256r1", "secp384r1", "secp521r1"}
+
+// curves decodes a tls block's curves: a non-empty list of TLSCurves, each once.
+func (d *decoder) curves(attr *hcl.Attribute) []string {
+	hint := `curves lists the key exchanges to allow, from "` + strings.Join(TLSCurves, `", "`) + `"`
+	list, ranges, ok := d.strList(attr, hint+".")
+	if !ok {
+		return nil
+	}
+	if len(list) == 0 {
+		d.errorf(attr.Expr.Range(), "Empty curves", "%s; remove curves for Go's default order.", hint)
+		return nil
+	}
+	var out []string
+	for i, s := range list {
+		switch {
+		case !slices.Contains(TLSCurves, s):
+			d.errorf(ranges[i], "Unknown curve", "%s; got %q.", hint, s)
+		case slices.Contains(out, s):
+			d.errorf(ranges[i], "Duplicate curve", "%q is listed twice. %s.", s, hint)
+		default:
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // certFiles decodes a cert_file/key_file pair; both are required. Files need not exist yet:

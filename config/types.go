@@ -52,6 +52,9 @@ type TLS struct {
 	OnDemand *OnDemand
 	// MinVersion is "1.2" (default) or "1.3".
 	MinVersion string
+	// Curves are the key exchanges allowed (names from TLSCurves; Go orders them); nil
+	// means Go's default set (X25519MLKEM768, X25519, P-256, P-384, P-521).
+	Curves []string
 	// HTTPAddress is where the HTTP-01 solver and the https redirect listen ("" = off,
 	// for example ":80").
 	HTTPAddress string

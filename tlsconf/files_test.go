@@ -324,3 +324,63 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) time.
 	}
 	return time.Since(start)
 }
+
+// TestCurves checks the curves setting: the server uses only the listed key exchanges (a
+// default client gets P-256 after a HelloRetryRequest when only secp256r1 is allowed),
+// refuses a client with none of them, keeps Go's default (X25519MLKEM768 first) without the
+// setting, and a change of curves on reload needs a new Manager.
+func TestCurves(t *testing.T) {
+	leakCheck(t)
+	dir := t.TempDir()
+	ca := newTestCA(t)
+	c1, k1, _ := ca.leaf(t, dir, "one", "a.test")
+	handshake := func(m *Manager, client *tls.Config) (tls.CurveID, error) {
+		t.Helper()
+		srv := serveEcho(t, listen(t), m.TLSConfig())
+		client.RootCAs = ca.pool
+		c, err := dial(t, srv.ln.Addr().String(), "a.test", client)
+		if err != nil {
+			return 0, err
+		}
+		defer c.Close()
+		return c.ConnectionState().CurveID, nil
+	}
+
+	m, err := New(context.Background(), &config.TLS{Certificates: []config.CertFiles{pair(c1, k1)}, Curves: []string{"secp256r1", "x25519"}}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if id, err := handshake(m, &tls.Config{}); err != nil || id != tls.X25519 {
+		t.Errorf("default client against [secp256r1 x25519]: %v, %v; want X25519 (no ML-KEM)", id, err)
+	}
+	p, err := New(context.Background(), &config.TLS{Certificates: []config.CertFiles{pair(c1, k1)}, Curves: []string{"secp256r1"}}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if id, err := handshake(p, &tls.Config{}); err != nil || id != tls.CurveP256 {
+		t.Errorf("default client against [secp256r1]: %v, %v; want P-256 (after a HelloRetryRequest)", id, err)
+	}
+	if id, err := handshake(m, &tls.Config{CurvePreferences: []tls.CurveID{tls.X25519}}); err != nil || id != tls.X25519 {
+		t.Errorf("x25519-only client: %v, %v; want X25519", id, err)
+	}
+	if _, err := handshake(m, &tls.Config{CurvePreferences: []tls.CurveID{tls.CurveP384}}); err == nil {
+		t.Error("P-384-only client accepted by [secp256r1 x25519]")
+	}
+	if err := m.Reload(&config.TLS{Certificates: []config.CertFiles{pair(c1, k1)}, Curves: []string{"x25519"}}); !errors.Is(err, ErrRecreate) {
+		t.Errorf("curves change: %v, want ErrRecreate", err)
+	}
+	if err := m.Reload(&config.TLS{Certificates: []config.CertFiles{pair(c1, k1)}, Curves: []string{"secp256r1", "x25519"}}); err != nil {
+		t.Errorf("reload with the same curves: %v", err)
+	}
+
+	d, err := New(context.Background(), &config.TLS{Certificates: []config.CertFiles{pair(c1, k1)}}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if id, err := handshake(d, &tls.Config{}); err != nil || id != tls.X25519MLKEM768 {
+		t.Errorf("default server and client: %v, %v; want X25519MLKEM768", id, err)
+	}
+}

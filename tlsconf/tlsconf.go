@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -73,6 +74,10 @@ func New(ctx context.Context, t *config.TLS, opts Options) (*Manager, error) {
 	if err != nil {
 		return nil, err
 	}
+	curves, err := parseCurves(t.Curves)
+	if err != nil {
+		return nil, err
+	}
 	useACME := t.ACME != nil || t.OnDemand != nil
 	switch {
 	case useACME && len(t.Certificates) > 0:
@@ -84,7 +89,8 @@ func New(ctx context.Context, t *config.TLS, opts Options) (*Manager, error) {
 	m := &Manager{log: opts.Logger, opts: opts, cur: t}
 	m.ctx, m.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	m.tlsConfig = &tls.Config{
-		MinVersion: minVer,
+		MinVersion:       minVer,
+		CurvePreferences: curves,
 		// HTTP/1.1 only: the WebSocket handshake needs it (RFC 8441 over h2 is not supported).
 		NextProtos: []string{"http/1.1"},
 		// Session tickets stay on (SessionTicketsDisabled false); Go rotates the keys daily.
@@ -184,6 +190,11 @@ func (m *Manager) Reload(t *config.TLS) error {
 	} else if v != m.tlsConfig.MinVersion {
 		return fmt.Errorf("%w: min_version changed", ErrRecreate)
 	}
+	if c, err := parseCurves(t.Curves); err != nil {
+		return err
+	} else if !slices.Equal(c, m.tlsConfig.CurvePreferences) {
+		return fmt.Errorf("%w: curves changed", ErrRecreate)
+	}
 	useACME := t.ACME != nil || t.OnDemand != nil
 	if useACME != (m.acme != nil) {
 		return fmt.Errorf("%w: switched between files and acme", ErrRecreate)
@@ -235,6 +246,31 @@ func (m *Manager) Close() error {
 		}
 	})
 	return nil
+}
+
+// curveIDs maps the names of config.TLSCurves to Go's identifiers.
+var curveIDs = map[string]tls.CurveID{
+	"x25519mlkem768": tls.X25519MLKEM768,
+	"x25519":         tls.X25519,
+	"secp256r1":      tls.CurveP256,
+	"secp384r1":      tls.CurveP384,
+	"secp521r1":      tls.CurveP521,
+}
+
+// parseCurves turns curves names into CurvePreferences; nil keeps Go's default.
+func parseCurves(names []string) ([]tls.CurveID, error) {
+	if len(names) == 0 {
+		return nil, nil
+	}
+	ids := make([]tls.CurveID, 0, len(names))
+	for _, n := range names {
+		id, ok := curveIDs[n]
+		if !ok {
+			return nil, fmt.Errorf("tlsconf: unknown curve %q", n)
+		}
+		ids = append(ids, id)
+	}
+	return ids, nil
 }
 
 func parseMinVersion(s string) (uint16, error) {
