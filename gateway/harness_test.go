@@ -242,6 +242,12 @@ func dialRaw(t *testing.T, addr, path string, headers ...string) *rawClient {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return upgradeRaw(t, conn, addr, path, headers...)
+}
+
+// upgradeRaw sends a WebSocket handshake (see dialRaw) on conn and reads the response.
+func upgradeRaw(t *testing.T, conn net.Conn, addr, path string, headers ...string) *rawClient {
+	t.Helper()
 	t.Cleanup(func() { conn.Close() })
 	conn.SetDeadline(time.Now().Add(10 * time.Second))
 	var key [16]byte
