@@ -21,6 +21,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -308,6 +309,12 @@ route "/echo" { backend = "ws://%s/" }
 	}
 	if after.Conns != good {
 		t.Errorf("gateway still has %d connections after the churn, want %d", after.Conns, good)
+		// What the stuck connections are doing, for the hunt.
+		if resp, err := hc.Get("http://" + statsAddr + "/debug/pprof/goroutine?debug=1"); err == nil {
+			dump, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+			resp.Body.Close()
+			t.Logf("gateway goroutines:\n%s", dump)
+		}
 	}
 	if after.Goroutines > before.Goroutines+20 {
 		t.Errorf("goroutines %d after the churn, %d before", after.Goroutines, before.Goroutines)
