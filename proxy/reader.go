@@ -50,7 +50,6 @@ type waiter struct {
 	one   [1]byte // TLS: the byte read by the last wait
 	isTLS bool
 	once  bool // fn's mode: try one read and return even if there was nothing (EAGAIN)
-	armed bool // the park deadline is armed
 }
 
 var prefetchPool = sync.Pool{New: func() any { return new([readerSize]byte) }}
@@ -174,7 +173,7 @@ func (s *side) Read(p []byte) (int, error) {
 	}
 	for {
 		n, err := s.conn.Read(p)
-		if n == 0 && w.armed && errors.Is(err, os.ErrDeadlineExceeded) && s.pair.rearmPark(s) {
+		if n == 0 && s.hot && errors.Is(err, os.ErrDeadlineExceeded) && s.pair.rearmPark(s) {
 			continue
 		}
 		return n, err

@@ -384,7 +384,7 @@ func (p *Pair) waitData(src *side) error {
 			continue
 		}
 		// A whole period without data: disarm and park.
-		src.hot, w.armed = false, false
+		src.hot = false
 		src.conn.SetReadDeadline(time.Time{})
 		p.restoreLinger(src)
 		return p.park(src)
@@ -393,7 +393,7 @@ func (p *Pair) waitData(src *side) error {
 
 // armPark arms src's park deadline parkAfter ahead.
 func (p *Pair) armPark(src *side) {
-	src.hot, src.w.armed, src.w.wakes = true, true, 0
+	src.hot, src.w.wakes = true, 0
 	src.conn.SetReadDeadline(time.Now().Add(parkAfter))
 	p.restoreLinger(src)
 }
