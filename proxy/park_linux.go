@@ -175,3 +175,7 @@ func (l *parkingLot) poll() {
 
 // epollOneShot is EPOLLONESHOT (the syscall package's constant has the wrong type).
 const epollOneShot = syscall.EPOLLONESHOT
+
+// lockLot and unlockLot let tests look at parked sides under the lot's lock.
+func lockLot()   { lot.mu.Lock() }
+func unlockLot() { lot.mu.Unlock() }

@@ -16,3 +16,6 @@ func (*parkingLot) forget(*side)    {}
 func Parked() int { return 0 }
 
 func (*parkingLot) woken() {}
+
+func lockLot()   {}
+func unlockLot() {}

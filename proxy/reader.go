@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"io"
+	"math"
 	"net"
 	"os"
 	"sync"
@@ -14,52 +15,79 @@ import (
 
 var readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, readerSize) }}
 
-// GetReader returns a pooled 4 KiB bufio.Reader reading from r.
+// GetReader returns a pooled 4 KiB bufio.Reader reading from r, for a handshake.
 func GetReader(r io.Reader) *bufio.Reader {
 	br := readerPool.Get().(*bufio.Reader)
 	br.Reset(r)
 	return br
 }
 
-// PutReader returns br to the pool; the caller must not use it afterwards.
+// PutReader returns br (from GetReader, or a pump's) to its pool; the caller must not use it
+// afterwards.
 func PutReader(br *bufio.Reader) {
 	br.Reset(nil)
-	readerPool.Put(br)
+	switch br.Size() {
+	case readerSize:
+		readerPool.Put(br)
+	case pumpReaderSize:
+		pumpReaderPool.Put(br)
+	}
 }
 
-// waiter lets a pump wait for its socket's next bytes without holding a read buffer, so an
-// idle connection costs no pooled memory, and tells the pump when the connection has been
+// pumpReaderSize is a pump's read buffer, held only while its side has bytes flowing (an idle
+// or parked side holds none). 16 KiB, like HAProxy's buffers: a read takes in many small
+// frames, or a few medium ones, and they leave in one write; a frame too big for it is
+// streamed with blocking reads instead.
+const pumpReaderSize = 16 << 10
+
+var pumpReaderPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, pumpReaderSize) }}
+
+func getPumpReader(r io.Reader) *bufio.Reader {
+	br := pumpReaderPool.Get().(*bufio.Reader)
+	br.Reset(r)
+	return br
+}
+
+// waiter is how a pump waits for its socket's next bytes without holding a read buffer, so
+// an idle connection costs no pooled memory, and how it learns that the connection has been
 // idle long enough to be parked (park_linux.go: no goroutine at all until data arrives).
 //
-// On a plain TCP socket it waits through syscall.RawConn.Read: the callback borrows a pooled
-// buffer, tries one non-blocking read, and gives the buffer back if there is nothing to read,
-// so the syscalls are the ones a blocking Read would make. On TLS it reads one byte through
-// the tls.Conn (which may hold decrypted bytes the socket does not show). The bytes read are
-// then served first by Read, in front of the connection.
+// On a plain TCP socket the pump relays from inside one syscall.RawConn.Read call
+// (relayRaw): the callback reads the socket without blocking, relays every frame that is
+// complete in the buffer, and waits in the runtime's poller only once a read came back short,
+// so a burst costs one read(2) and no read that finds nothing. On TLS it waits by reading one
+// byte through the tls.Conn (which may hold decrypted bytes the socket does not show); that
+// byte is then served first by Read, in front of the connection.
 type waiter struct {
 	raw syscall.RawConn       // the TCP socket's raw access; nil for TLS or non-socket connections
-	fn  func(fd uintptr) bool // raw read callback, allocated once per connection
-	buf *[readerSize]byte     // bytes read by the last wait, not yet served; nil when none
-	err error                 // error or EOF met by the last wait, served after the bytes
+	fn  func(fd uintptr) bool // the RawConn.Read callback (side.readable), bound once
+	out error                 // how the callback ended (see relayRaw)
+	err error                 // read error met inside the callback, served by Read after the buffered bytes
 	fd  int32                 // the socket's descriptor, for parking; -1 when it cannot be parked
 
-	off, n uint16 // unserved bytes: buf[off:n] (or one[off:n])
-	// wakes counts the waits that found data since the park deadline was armed (see
-	// Pair.waitData).
+	off, n uint16 // TLS: unserved bytes of one[off:n]
+	// wakes counts the reads that found data since the park deadline was armed (see
+	// Pair.relayReadable and Pair.waitData).
 	wakes uint16
 	one   [1]byte // TLS: the byte read by the last wait
 	isTLS bool
-	once  bool // fn's mode: try one read and return even if there was nothing (EAGAIN)
+	inCB  bool // Read is called from inside the callback: read the descriptor, never block
+	short bool // inCB: the last read did not fill what it was given (the socket is drained)
+	once  bool // inCB: return errNoData instead of waiting if the first read finds nothing
 }
 
-var prefetchPool = sync.Pool{New: func() any { return new([readerSize]byte) }}
+// Outcomes of relayRaw besides read errors.
+var (
+	errNoData  = errors.New("no data")              // once: nothing to read
+	errSlow    = errors.New("frame needs blocking") // a frame larger than the buffer, or an error after buffered bytes
+	errStop    = errors.New("pump ends")            // the relay ended src's read side
+	errBlocked = errors.New("would block")          // inCB read found nothing (never leaves the callback)
+)
 
-// errNoData is what try reports when the socket had nothing to read.
-var errNoData = errors.New("no data")
-
-// init prepares w for c. Connections that are neither TCP nor TLS over TCP (net.Pipe in
+// init prepares s.w for c. Connections that are neither TCP nor TLS over TCP (net.Pipe in
 // tests) are read directly and never parked.
-func (w *waiter) init(c net.Conn) {
+func (s *side) initWaiter(c net.Conn) {
+	w := &s.w
 	w.fd = -1
 	sock := c
 	if tc, ok := c.(*tls.Conn); ok {
@@ -77,47 +105,77 @@ func (w *waiter) init(c net.Conn) {
 	raw.Control(func(fd uintptr) { w.fd = int32(fd) })
 	if !w.isTLS {
 		w.raw = raw
-		w.fn = w.tryRead
+		w.fn = s.readable
 	}
 }
 
-// canWait reports whether w can wait without a read buffer.
-func (w *waiter) canWait() bool { return w.raw != nil || w.isTLS }
-
-// tryRead is the RawConn.Read callback: it reports false (wait for readability) when the
-// socket has nothing to read, unless w.once asks for one attempt only.
-func (w *waiter) tryRead(fd uintptr) bool {
-	if w.buf == nil {
-		w.buf = prefetchPool.Get().(*[readerSize]byte)
+// relayRaw relays src's frames from inside one RawConn.Read call until the pump must leave
+// it. It returns errSlow (relay what src.br holds with blocking reads), errStop (src's read
+// side has ended), errNoData (once, and the socket had nothing), or the error that ended the
+// wait (a deadline, the socket closed).
+func (s *side) relayRaw(once bool) error {
+	w := &s.w
+	w.inCB, w.once, w.out = true, once, nil
+	defer func() { w.inCB = false }() // a panic in the relay leaves through here
+	if err := w.raw.Read(w.fn); err != nil {
+		return err
 	}
-	n, err := syscall.Read(int(fd), w.buf[:])
-	if err == syscall.EAGAIN || err == syscall.EINTR {
-		prefetchPool.Put(w.buf)
-		w.buf = nil
-		if w.once {
-			w.err = errNoData
+	return w.out
+}
+
+// readable is the RawConn.Read callback: it reports false to wait for readability.
+func (s *side) readable(uintptr) bool {
+	w := &s.w
+	p := s.pair
+	for {
+		if s.br == nil {
+			s.br = getPumpReader(s)
+		}
+		br := s.br
+		_, err := br.Peek(br.Buffered() + 1) // one read(2), into the buffer's free space
+		if err == errBlocked {
+			if br.Buffered() == 0 {
+				PutReader(br) // idle: hold no buffer while waiting (or parked)
+				s.br = nil
+			}
+			if w.once {
+				w.out = errNoData
+				return true
+			}
+			return false
+		}
+		w.once = false
+		if err != nil {
+			// EOF or a read error: relay what is buffered first, then serve it.
+			w.err, w.out = err, errSlow
 			return true
 		}
-		return false
+		if w.wakes < math.MaxUint16 {
+			w.wakes++
+		}
+		switch p.relayFrames(s, p.other(s), true) {
+		case relayStop:
+			w.out = errStop
+			return true
+		case relayBig:
+			w.out = errSlow
+			return true
+		}
+		if w.short {
+			// Drained: the next read waits for the poller's next edge, not for EAGAIN.
+			if br.Buffered() == 0 {
+				PutReader(br)
+				s.br = nil
+			}
+			return false
+		}
 	}
-	switch {
-	case err != nil:
-		w.err, n = err, 0
-	case n == 0:
-		w.err = io.EOF
-	}
-	w.off, w.n = 0, uint16(n)
-	return true
 }
 
-// wait blocks until the socket has data (now held by s.w), an error or EOF, the read
-// deadline passes, or the socket is closed.
+// wait blocks until a TLS side has data (now held by s.w), an error or EOF, the read deadline
+// passes, or the socket is closed.
 func (s *side) wait() error {
 	w := &s.w
-	if w.raw != nil {
-		w.once = false
-		return w.raw.Read(w.fn)
-	}
 	n, err := s.conn.Read(w.one[:])
 	w.off, w.n = 0, uint16(n)
 	if n > 0 {
@@ -127,20 +185,10 @@ func (s *side) wait() error {
 	return err
 }
 
-// try reads what is there without waiting; errNoData when there is nothing.
+// try reads what a TLS side has without waiting; errNoData when there is nothing. A read with
+// a past deadline returns a record already buffered by crypto/tls, or times out without
+// touching the socket (a timeout leaves the tls.Conn usable).
 func (s *side) try() error {
-	w := &s.w
-	if w.raw != nil {
-		w.once = true
-		err := w.raw.Read(w.fn)
-		if err == nil && w.err == errNoData {
-			w.err = nil
-			return errNoData
-		}
-		return err
-	}
-	// TLS: a read with a past deadline returns a record already buffered by crypto/tls, or
-	// times out without touching the socket (a timeout leaves the tls.Conn usable).
 	s.conn.SetReadDeadline(time.Unix(1, 0))
 	err := s.wait()
 	s.conn.SetReadDeadline(time.Time{})
@@ -150,21 +198,32 @@ func (s *side) try() error {
 	return err
 }
 
-// Read serves the bytes the last wait read, then reads the connection. A read that times out
-// on the park deadline (not a real deadline) is retried. The pump's bufio.Reader reads here.
+// Read is what the pump's bufio.Reader reads. Inside the raw callback it makes one
+// non-blocking read(2). Otherwise it serves the byte a TLS wait read and the error a callback
+// met, then reads the connection; a read that times out on the park deadline (not a real
+// deadline) is retried.
 func (s *side) Read(p []byte) (int, error) {
 	w := &s.w
+	if w.inCB {
+		for {
+			n, err := syscall.Read(int(w.fd), p)
+			switch {
+			case err == syscall.EINTR:
+				continue
+			case err == syscall.EAGAIN:
+				return 0, errBlocked
+			case err != nil:
+				return 0, os.NewSyscallError("read", err)
+			case n == 0:
+				return 0, io.EOF
+			}
+			w.short = n < len(p)
+			return n, nil
+		}
+	}
 	if w.n > w.off {
-		var k int
-		if w.buf != nil {
-			k = copy(p, w.buf[w.off:w.n])
-		} else {
-			k = copy(p, w.one[w.off:w.n])
-		}
+		k := copy(p, w.one[w.off:w.n])
 		w.off += uint16(k)
-		if w.off == w.n {
-			w.release()
-		}
 		return k, nil
 	}
 	if err := w.err; err != nil {
@@ -178,13 +237,4 @@ func (s *side) Read(p []byte) (int, error) {
 		}
 		return n, err
 	}
-}
-
-// release returns a buffer still held (the pair ended between a wait and its reads).
-func (w *waiter) release() {
-	if w.buf != nil {
-		prefetchPool.Put(w.buf)
-		w.buf = nil
-	}
-	w.off, w.n = 0, 0
 }

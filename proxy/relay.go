@@ -23,7 +23,7 @@ import (
 // the pieces.
 const ChunkSize = 64 << 10
 
-// readerSize is the size of each side's bufio.Reader.
+// readerSize is the size of a handshake's bufio.Reader, which NewPair takes over.
 const readerSize = 4 << 10
 
 // bufSize is a pooled output buffer: one maximal header plus one chunk, or a batch of small
@@ -219,8 +219,8 @@ func NewPair(client net.Conn, cr *bufio.Reader, backend net.Conn, br *bufio.Read
 		lim: NewLimiter(cl.MessagesPerSecond, cl.BytesPerSecond, cl.Burst, cl.Throttle)}
 	p.backend = side{who: SideBackend, pair: p, conn: backend, br: br, role: wsframe.RoleClient, mask: true,
 		lim: NewLimiter(bl.MessagesPerSecond, bl.BytesPerSecond, bl.Burst, bl.Throttle)}
-	p.client.w.init(client)
-	p.backend.w.init(backend)
+	p.client.initWaiter(client)
+	p.backend.initWaiter(backend)
 	return p
 }
 
@@ -305,12 +305,11 @@ func (p *Pair) pump(src, dst *side) (parked bool) {
 			return
 		}
 		if src.br == nil {
-			src.br = GetReader(src)
+			src.br = getPumpReader(src)
 		}
 		p.drainReads(src)
 		PutReader(src.br)
 		src.br = nil
-		src.w.release()
 	}()
 	defer func() {
 		if r := recover(); r != nil {
@@ -320,7 +319,26 @@ func (p *Pair) pump(src, dst *side) (parked bool) {
 		}
 	}()
 	for {
-		if src.w.canWait() && (src.br == nil || src.br.Buffered() == 0) {
+		switch {
+		case src.w.raw != nil && (src.br == nil || src.br.Buffered() == 0):
+			if src.br != nil {
+				// The reader NewPair was given reads the connection, not src.
+				PutReader(src.br)
+				src.br = nil
+			}
+			switch err := p.relayReadable(src); err {
+			case errParked:
+				return true
+			case errStop:
+				return false
+			case errSlow:
+				// A frame larger than the buffer, or an error after buffered frames: the
+				// blocking relay below takes it.
+			default:
+				p.readFailed(src, err)
+				return false
+			}
+		case src.w.isTLS && (src.br == nil || src.br.Buffered() == 0):
 			// Idle: give the read buffer back while waiting for the next frame.
 			if src.br != nil {
 				PutReader(src.br)
@@ -330,13 +348,13 @@ func (p *Pair) pump(src, dst *side) (parked bool) {
 			if err == errParked {
 				return true
 			}
-			src.br = GetReader(src) // serves what the wait read, then the socket
+			src.br = getPumpReader(src) // serves what the wait read, then the socket
 			if err != nil {
 				p.readFailed(src, err)
 				return false
 			}
 		}
-		if !p.relayFrames(src, dst) {
+		if p.relayFrames(src, dst, false) == relayStop {
 			return false
 		}
 	}
@@ -347,18 +365,47 @@ func (p *Pair) pump(src, dst *side) (parked bool) {
 // data. Data arriving for a parked side costs one epoll re-arm and a goroutine start.
 const parkAfter = time.Second
 
-// errParked is what waitData reports when the side was parked.
+// errParked is what relayReadable and waitData report when the side was parked.
 var errParked = errors.New("parked")
 
-// waitData waits for src's next bytes without a read buffer. A side that has just started
-// tries one read and parks at once if there is nothing (most new connections are idle first).
-// A side that has data flowing waits in the runtime's poller with a park deadline armed: when
-// a whole parkAfter passes without data, it is parked.
+// relayReadable relays a plain TCP side from inside the socket's read callback until it must
+// leave it (see relayRaw). A side that has just started or been woken tries one read and
+// parks at once if there is nothing (most new connections are idle first). A side with data
+// flowing waits in the runtime's poller with a park deadline armed: when a whole parkAfter
+// passes without data and nothing is buffered, it is parked.
+func (p *Pair) relayReadable(src *side) error {
+	if p.ended.Load() || src.w.fd < 0 || !parkingSupported {
+		return src.relayRaw(false)
+	}
+	once := !src.hot
+	if once {
+		p.armPark(src)
+	}
+	for {
+		err := src.relayRaw(once)
+		once = false
+		if err == errNoData {
+			return p.disarmAndPark(src, src.relayRaw)
+		}
+		if err == nil || !errors.Is(err, os.ErrDeadlineExceeded) || p.ended.Load() {
+			return err
+		}
+		if src.w.wakes > 0 || src.br != nil {
+			p.rearmPark(src) // data came, or a frame is half read: stay hot
+			continue
+		}
+		return p.disarmAndPark(src, src.relayRaw) // a whole period without data
+	}
+}
+
+// waitData waits for a TLS side's next bytes without a read buffer, with the same parking
+// rules as relayReadable.
 func (p *Pair) waitData(src *side) error {
 	w := &src.w
 	if p.ended.Load() || w.fd < 0 || !parkingSupported {
 		return src.wait()
 	}
+	wait := func(bool) error { return src.wait() }
 	if !src.hot {
 		err := src.try()
 		p.restoreLinger(src) // a TLS try clears the read deadline
@@ -366,7 +413,7 @@ func (p *Pair) waitData(src *side) error {
 			p.armPark(src)
 			return err
 		}
-		return p.park(src)
+		return p.disarmAndPark(src, wait)
 	}
 	for {
 		err := src.wait()
@@ -383,11 +430,7 @@ func (p *Pair) waitData(src *side) error {
 			p.rearmPark(src)
 			continue
 		}
-		// A whole period without data: disarm and park.
-		src.hot = false
-		src.conn.SetReadDeadline(time.Time{})
-		p.restoreLinger(src)
-		return p.park(src)
+		return p.disarmAndPark(src, wait) // a whole period without data
 	}
 }
 
@@ -420,14 +463,18 @@ func (p *Pair) restoreLinger(src *side) {
 	}
 }
 
-// park hands src to the parking lot: the pump's goroutine ends (errParked) and the lot starts
-// a new one when the socket is readable. If the pair has ended, or the socket cannot be
-// watched, it waits in the runtime's poller instead.
-func (p *Pair) park(src *side) error {
+// disarmAndPark clears src's park deadline and hands src to the parking lot: the pump's
+// goroutine ends (errParked) and the lot starts a new one when the socket is readable. If
+// the pair has ended, or the socket cannot be watched, it waits in the runtime's poller
+// instead, with wait(false).
+func (p *Pair) disarmAndPark(src *side, wait func(once bool) error) error {
+	src.hot = false
+	src.conn.SetReadDeadline(time.Time{})
+	p.restoreLinger(src)
 	p.mu.Lock()
 	if p.finished {
 		p.mu.Unlock()
-		return src.wait()
+		return wait(false)
 	}
 	src.parked.Store(true)
 	if lot.park(src) {
@@ -438,7 +485,7 @@ func (p *Pair) park(src *side) error {
 	if !src.parked.CompareAndSwap(true, false) {
 		return errParked // someone resumed it meanwhile
 	}
-	return src.wait()
+	return wait(false)
 }
 
 // msgState is a pump's message state, kept across its idle periods.
@@ -448,9 +495,20 @@ type msgState struct {
 	size   int64 // bytes of the current message so far
 }
 
-// relayFrames relays frames from src to dst until src has nothing buffered (it returns true:
-// the caller waits for more) or src's read side ends (false).
-func (p *Pair) relayFrames(src, dst *side) bool {
+// relayResult is how relayFrames stopped.
+type relayResult uint8
+
+const (
+	relayMore relayResult = iota // nothing complete is left buffered: wait for more bytes
+	relayBig                     // nb: the next frame does not fit the buffer; relay it blocking
+	relayStop                    // src's read side has ended
+)
+
+// relayFrames relays frames from src to dst until src has nothing buffered (relayMore: the
+// caller waits for more) or src's read side ends (relayStop). With nb (inside the socket's
+// read callback, where a read must not block) it relays only frames that are complete in
+// src.br, and reports relayBig for one that cannot fit it.
+func (p *Pair) relayFrames(src, dst *side, nb bool) relayResult {
 	var (
 		state   = &src.msg.frames
 		utf8v   = &src.msg.utf8
@@ -475,10 +533,25 @@ func (p *Pair) relayFrames(src, dst *side) bool {
 	defer release()
 
 	for first := true; ; first = false {
-		if !first && src.w.canWait() && src.br.Buffered() == 0 {
-			return true
+		var (
+			h   wsframe.Header
+			err error
+		)
+		if nb {
+			var (
+				r     relayResult
+				ready bool
+			)
+			if h, ready, r, err = nextBuffered(src.br); !ready {
+				flush()
+				return r
+			}
+		} else {
+			if !first && src.w.fd >= 0 && src.br.Buffered() == 0 {
+				return relayMore
+			}
+			h, err = readHeader(src.br)
 		}
-		h, err := readHeader(src.br)
 		if err == nil {
 			err = h.Check(src.role, 0)
 		}
@@ -489,7 +562,7 @@ func (p *Pair) relayFrames(src, dst *side) bool {
 			flush()
 			release()
 			p.readFailed(src, err)
-			return false
+			return relayStop
 		}
 		if testPanicHook != nil {
 			testPanicHook(src.who, h)
@@ -498,7 +571,7 @@ func (p *Pair) relayFrames(src, dst *side) bool {
 			flush()
 			release()
 			if !p.control(src, h) {
-				return false
+				return relayStop
 			}
 			continue
 		}
@@ -516,14 +589,14 @@ func (p *Pair) relayFrames(src, dst *side) bool {
 			release()
 			p.limitFired(src, "max_frame_size")
 			p.failBy(src, wsframe.CloseTooBig, "frame too big")
-			return false
+			return relayStop
 		}
 		if lim := p.opts.MaxMessageSize; lim > 0 && *msgSize > lim {
 			flush()
 			release()
 			p.limitFired(src, "max_message_size")
 			p.failBy(src, wsframe.CloseTooBig, "message too big")
-			return false
+			return relayStop
 		}
 		if src.lim != nil {
 			if d := src.lim.reserve(time.Now, h.Opcode != wsframe.OpContinuation, h.Length); d > 0 {
@@ -532,11 +605,11 @@ func (p *Pair) relayFrames(src, dst *side) bool {
 				if !src.lim.throttle {
 					p.limitFired(src, "rate")
 					p.failBy(src, wsframe.ClosePolicyViolation, "rate limit exceeded")
-					return false
+					return relayStop
 				}
 				p.limitFired(src, "rate_throttle")
 				if !p.sleep(d) {
-					return false
+					return relayStop
 				}
 			}
 		}
@@ -566,7 +639,7 @@ func (p *Pair) relayFrames(src, dst *side) bool {
 				flush()
 				release()
 				p.readFailed(src, err)
-				return false
+				return relayStop
 			}
 			if validate {
 				// Validate the plain text before it is forwarded: a piece that fails is
@@ -583,7 +656,7 @@ func (p *Pair) relayFrames(src, dst *side) bool {
 					release()
 					p.limitFired(src, "invalid_utf8")
 					p.failBy(src, wsframe.CloseInvalidPayload, "invalid UTF-8")
-					return false
+					return relayStop
 				}
 				if dst.mask {
 					wsframe.Mask(oh.Mask, 0, payload)
@@ -607,7 +680,10 @@ func (p *Pair) relayFrames(src, dst *side) bool {
 		if h.Fin {
 			src.stats.Messages++
 		}
-		if !p.moreBuffered(src.br, bufSize-w) {
+		// Batch the next frame into the same write if it is already here. With nb, the next
+		// turn's nextBuffered finds that out (and flushes if not); without, check now, before
+		// a read that may block.
+		if !nb && !p.moreBuffered(src.br, bufSize-w) {
 			flush()
 			release()
 		}
@@ -617,21 +693,48 @@ func (p *Pair) relayFrames(src, dst *side) bool {
 // moreBuffered reports whether the next frame is already complete in br and fits in room, so
 // it can join the current write.
 func (p *Pair) moreBuffered(br *bufio.Reader, room int) bool {
-	n := br.Buffered()
-	if n < 2 {
+	h, hs, buffered, err := peekHeader(br)
+	if hs == 0 || err != nil || h.Opcode.IsControl() {
 		return false
 	}
-	b, _ := br.Peek(n)
-	hs := wsframe.HeaderSize(b[0], b[1])
-	if n < hs {
-		return false
+	return h.Length <= int64(buffered-hs) && h.Length <= int64(room-hs-wsframe.MaxHeaderSize)
+}
+
+// peekHeader decodes the header at the front of br's buffer without reading or consuming
+// anything. hs is 0 when the header is not all buffered yet.
+func peekHeader(br *bufio.Reader) (h wsframe.Header, hs, buffered int, err error) {
+	buffered = br.Buffered()
+	if buffered < 2 {
+		return h, 0, buffered, nil
 	}
-	h, _, err := wsframe.DecodeHeader(b)
-	if err != nil || h.Opcode.IsControl() {
-		return false
+	b, _ := br.Peek(buffered)
+	if hs = wsframe.HeaderSize(b[0], b[1]); buffered < hs {
+		return h, 0, buffered, nil
 	}
-	need := int64(hs) + h.Length
-	return need <= int64(n) && need+wsframe.MaxHeaderSize <= int64(room)
+	h, _, err = wsframe.DecodeHeader(b)
+	return h, hs, buffered, err
+}
+
+// nextBuffered takes the next frame's header from br if the whole frame is buffered (ready),
+// without reading. Otherwise it says what to do: wait for more bytes (relayMore), or relay
+// it with blocking reads (relayBig) because it cannot fit the buffer. A header that does not
+// decode is ready, with its error.
+func nextBuffered(br *bufio.Reader) (h wsframe.Header, ready bool, r relayResult, err error) {
+	h, hs, buffered, err := peekHeader(br)
+	switch {
+	case hs == 0:
+		return h, false, relayMore, nil
+	case err != nil:
+		return h, true, relayStop, err
+	}
+	switch {
+	case h.Length <= int64(buffered-hs):
+		br.Discard(hs)
+		return h, true, relayStop, nil
+	case h.Length > int64(br.Size()-hs):
+		return h, false, relayBig, nil
+	}
+	return h, false, relayMore, nil
 }
 
 // readHeader decodes the next frame header from br without allocating.

@@ -16,6 +16,18 @@ import (
 func benchPair(tb testing.TB, opts Options) (client, backend net.Conn, done chan Result) {
 	cGW, cPeer := net.Pipe()
 	bGW, bPeer := net.Pipe()
+	return runBenchPair(cGW, cPeer, bGW, bPeer, opts)
+}
+
+// socketBenchPair is benchPair over Unix socket pairs: the relay then reads its sockets the
+// way it reads TCP (from inside the raw read callback, parking when idle).
+func socketBenchPair(tb testing.TB, opts Options) (client, backend net.Conn, done chan Result) {
+	cGW, cPeer := socketPair(tb)
+	bGW, bPeer := socketPair(tb)
+	return runBenchPair(cGW, cPeer, bGW, bPeer, opts)
+}
+
+func runBenchPair(cGW, cPeer, bGW, bPeer net.Conn, opts Options) (client, backend net.Conn, done chan Result) {
 	p := NewPair(cGW, bufio.NewReaderSize(cGW, readerSize), bGW, bufio.NewReaderSize(bGW, readerSize), &opts)
 	done = make(chan Result, 1)
 	go func() { done <- p.Run() }()
@@ -24,10 +36,16 @@ func benchPair(tb testing.TB, opts Options) (client, backend net.Conn, done chan
 
 // BenchmarkRelay measures the client-to-backend pump: header parse and check, unmask and
 // re-mask in one pass, and the write, per frame. Run with -benchmem: allocs/op must be 0.
-func BenchmarkRelay(b *testing.B) {
+func BenchmarkRelay(b *testing.B) { benchRelay(b, benchPair) }
+
+// BenchmarkRelaySocket is BenchmarkRelay over kernel sockets, through the read path TCP
+// connections take; allocs/op must be 0 there too.
+func BenchmarkRelaySocket(b *testing.B) { benchRelay(b, socketBenchPair) }
+
+func benchRelay(b *testing.B, newPair func(testing.TB, Options) (net.Conn, net.Conn, chan Result)) {
 	for _, size := range []int{64, 1 << 10, 16 << 10, 64 << 10} {
 		b.Run(fmt.Sprintf("%dB", size), func(b *testing.B) {
-			client, backend, done := benchPair(b, Options{MaxFrameSize: 1 << 20, MaxMessageSize: 1 << 20, ValidateUTF8: false})
+			client, backend, done := newPair(b, Options{MaxFrameSize: 1 << 20, MaxMessageSize: 1 << 20, ValidateUTF8: false})
 			const batch = 16
 			var frames []byte
 			for i := 0; i < batch; i++ {
