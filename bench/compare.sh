@@ -8,10 +8,16 @@
 #
 # Environment:
 #   DUR       duration of each timed row (default 10s; QUICK=1 makes it 3s)
-#   TARGETS   columns, in order (default: direct wsgate nginx haproxy caddy)
+#   TARGETS   columns, in order (default: direct wsgate nginx haproxy caddy); "wsgate-base" is
+#             wsgate built from BASE_REV, to measure a change against its baseline in one run
+#   BASE_REV  the git revision wsgate-base is built from (default HEAD: the last commit, so
+#             uncommitted work in "wsgate" is compared with what it changes)
 #   ROWS      rows to run (default: tp64 tp64k rate idle idlewss hswss tpwss)
 #   IDLE_N    idle connections (default 10000, lowered to fit the open-file limit)
 #   REF       reference target for ratios (default nginx)
+#   PROXY_QUOTA  cap each target at this fraction of its core (e.g. 0.5; a cgroup CPU quota,
+#             10 ms period; needs root). The generator then has twice the proxy's CPU, so the
+#             throughput rows measure each proxy's capacity per core instead of the generator's
 #   RESULTS   also copy the raw JSON lines to this file
 #   NO_APT=1  do not apt-get install missing proxies
 #   KEEP=1    keep the temporary directory (configs, logs)
@@ -42,6 +48,7 @@ cleanup() {
 	for p in "${PIDS_ALL[@]}"; do
 		wait "$p" 2>/dev/null
 	done
+	[[ -n "${CG:-}" ]] && rmdir "$CG" 2>/dev/null
 	if [[ "${KEEP:-}" == 1 ]]; then
 		log "kept $W"
 	else
@@ -64,9 +71,29 @@ fi
 BASE=$((21000 + (RANDOM % 100) * 100))
 B_PLAIN=$BASE
 B_TLS=$((BASE + 1))
-declare -A PORT_PLAIN=([direct]=$((BASE + 10)) [wsgate]=$((BASE + 20)) [nginx]=$((BASE + 30)) [haproxy]=$((BASE + 40)) [caddy]=$((BASE + 50)))
-declare -A PORT_TLS=([direct]=$((BASE + 11)) [wsgate]=$((BASE + 21)) [nginx]=$((BASE + 31)) [haproxy]=$((BASE + 41)) [caddy]=$((BASE + 51)))
+declare -A PORT_PLAIN=([direct]=$((BASE + 10)) [wsgate]=$((BASE + 20)) [nginx]=$((BASE + 30)) [haproxy]=$((BASE + 40)) [caddy]=$((BASE + 50)) [wsgate-base]=$((BASE + 60)))
+declare -A PORT_TLS=([direct]=$((BASE + 11)) [wsgate]=$((BASE + 21)) [nginx]=$((BASE + 31)) [haproxy]=$((BASE + 41)) [caddy]=$((BASE + 51)) [wsgate-base]=$((BASE + 61)))
 declare -A UNAVAILABLE=()
+
+# ---- CPU quota for the targets (PROXY_QUOTA) --------------------------------------------------
+CG=""
+if [[ -n "${PROXY_QUOTA:-}" ]]; then
+	quota_us=$(awk -v q="$PROXY_QUOTA" 'BEGIN { printf "%d", q * 10000 }')
+	if [[ -f /sys/fs/cgroup/cgroup.controllers ]]; then # cgroup v2
+		CG=/sys/fs/cgroup/wsbench-$$
+		{ echo +cpu >/sys/fs/cgroup/cgroup.subtree_control && mkdir "$CG" &&
+			echo "$quota_us 10000" >"$CG/cpu.max"; } 2>/dev/null || CG=""
+	elif [[ -d /sys/fs/cgroup/cpu ]]; then # cgroup v1
+		CG=/sys/fs/cgroup/cpu/wsbench-$$
+		{ mkdir "$CG" && echo 10000 >"$CG/cpu.cfs_period_us" &&
+			echo "$quota_us" >"$CG/cpu.cfs_quota_us"; } 2>/dev/null || CG=""
+	fi
+	if [[ -z "$CG" ]]; then
+		log "PROXY_QUOTA: cannot create a CPU cgroup (needs root and the cpu controller)"
+		exit 1
+	fi
+	log "targets capped at $PROXY_QUOTA of a core ($CG)"
+fi
 
 # ---- build ---------------------------------------------------------------------------------
 log "building tools in $W"
@@ -81,6 +108,17 @@ if [[ " $TARGETS " == *" wsgate "* ]]; then
 	else
 		UNAVAILABLE[wsgate]="go build failed: $(head -c 200 "$W/wsgate-build.log" | tr '\n|' '  ')"
 		log "wsgate: ${UNAVAILABLE[wsgate]}"
+	fi
+fi
+if [[ " $TARGETS " == *" wsgate-base "* ]]; then
+	rev=${BASE_REV:-HEAD}
+	mkdir -p "$W/base-src"
+	if git -C "$ROOT" archive "$rev" | tar -x -C "$W/base-src" &&
+		(cd "$W/base-src" && go build -o "$BIN/wsgate-base" . >"$W/wsgate-base-build.log" 2>&1); then
+		log "built wsgate-base from $rev ($(git -C "$ROOT" rev-parse --short "$rev"))"
+	else
+		UNAVAILABLE[wsgate-base]="could not build $rev"
+		log "wsgate-base: ${UNAVAILABLE[wsgate-base]}"
 	fi
 fi
 
@@ -167,6 +205,8 @@ log {
   level = "warn"
 }
 EOF
+	sed -e "s/:${PORT_PLAIN[wsgate]}\"/:${PORT_PLAIN[wsgate-base]}\"/" -e "s/:${PORT_TLS[wsgate]}\"/:${PORT_TLS[wsgate-base]}\"/" \
+		"$W/wsgate.hcl" >"$W/wsgate-base.hcl"
 	cat >"$W/nginx.conf" <<EOF
 worker_processes 1;
 daemon off;
@@ -268,6 +308,9 @@ start_target() {
 	wsgate)
 		taskset -c "$PROXY_CPU" /tmp/wsgate run -config "$W/wsgate.hcl" >>"$logf" 2>&1 &
 		;;
+	wsgate-base)
+		taskset -c "$PROXY_CPU" "$BIN/wsgate-base" run -config "$W/wsgate-base.hcl" >>"$logf" 2>&1 &
+		;;
 	nginx)
 		taskset -c "$PROXY_CPU" nginx -c "$W/nginx.conf" -p "$W" -e "$W/nginx-error.log" >>"$logf" 2>&1 &
 		;;
@@ -293,6 +336,12 @@ start_target() {
 	for c in $(pgrep -P "$TARGET_PID"); do # nginx's worker
 		TARGET_PIDS+=",$c"
 	done
+	if [[ -n "$CG" ]]; then
+		local pid
+		for pid in ${TARGET_PIDS//,/ }; do
+			echo "$pid" >"$CG/cgroup.procs"
+		done
+	fi
 	return 0
 }
 
@@ -361,6 +410,6 @@ done
 
 [[ -n "${RESULTS:-}" ]] && cp "$W/results.jsonl" "$RESULTS"
 echo
-echo "## wsgate benchmark ($(date -u +%Y-%m-%dT%H:%MZ), $DUR per row, proxy on CPU $PROXY_CPU, generator and backend on CPU $GEN_CPU)"
+echo "## wsgate benchmark ($(date -u +%Y-%m-%dT%H:%MZ), $DUR per row, proxy on CPU $PROXY_CPU${PROXY_QUOTA:+ capped at $PROXY_QUOTA of it}, generator and backend on CPU $GEN_CPU)"
 echo
 "$BIN/report" -ref "$REF" -targets "$TARGETS" -proxy-cpu "$PROXY_CPU" <"$W/results.jsonl"
