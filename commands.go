@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/hashicorp/hcl/v2"
 
@@ -21,6 +22,7 @@ import (
 	"github.com/wsgate/wsgate/config"
 	"github.com/wsgate/wsgate/gateway"
 	"github.com/wsgate/wsgate/internal/echo"
+	"github.com/wsgate/wsgate/internal/memtrim"
 	"github.com/wsgate/wsgate/metrics"
 	"github.com/wsgate/wsgate/tlsconf"
 )
@@ -126,6 +128,19 @@ func serve(cfg *config.Config, log *slog.Logger, path string, started func(*gate
 	})
 	m.SetCertificateSource(g.CertExpiry)
 	m.ConfigLoaded(cfg.Hash)
+	// Give freed heap back to the OS when a burst of connections is over.
+	trimDone := make(chan struct{})
+	go func() {
+		defer close(trimDone)
+		memtrim.Run(ctx, memtrim.Options{OnTrim: func(released uint64, took time.Duration) {
+			m.MemoryTrimmed(released)
+			log.Debug("memory trimmed", "released_bytes", released, "took", took.String())
+		}})
+	}()
+	defer func() {
+		cancel()
+		<-trimDone
+	}()
 	o := &ops{path: path, log: log, g: g, m: m}
 	adminOpts := admin.Options{Metrics: m.Handler(), Ready: g.Ready, Logger: log}
 	if path != "" {

@@ -58,6 +58,8 @@ type Metrics struct {
 	duration    *prometheus.HistogramVec
 	reloads     *prometheus.CounterVec
 	lastReload  prometheus.Gauge
+	trims       prometheus.Counter
+	trimmed     prometheus.Counter
 
 	configHash atomic.Pointer[string]
 	certs      atomic.Pointer[func() map[string]time.Time]
@@ -138,13 +140,21 @@ func New() *Metrics {
 		Name: "wsgate_config_last_reload_success_timestamp_seconds",
 		Help: "Unix time the running configuration was loaded (at start or by the last successful reload).",
 	})
+	m.trims = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "wsgate_memory_trims_total",
+		Help: "Times the heap's free pages were returned to the operating system after a burst of allocation (such as a connection storm) ended.",
+	})
+	m.trimmed = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "wsgate_memory_trimmed_bytes_total",
+		Help: "Bytes of heap returned to the operating system by those trims.",
+	})
 	// Both results exist from the start, so rate() and alerts see 0 rather than nothing.
 	m.reloads.WithLabelValues("success")
 	m.reloads.WithLabelValues("failure")
 	m.reg.MustRegister(
 		m.active, m.handshakes, m.dial, m.frames, m.bytes, m.messages, m.overLimit,
 		m.rateLimited, m.admission, m.protoErrors, m.closeSent, m.closeRecv, m.closedBy,
-		m.duration, m.reloads, m.lastReload, stateCollector{m},
+		m.duration, m.reloads, m.lastReload, m.trims, m.trimmed, stateCollector{m},
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "wsgate_relay_parked_sides",
 			Help: "Connection sides parked by the relay: idle for about a second, held with no goroutine or buffer until data arrives (two per idle connection).",
@@ -185,6 +195,13 @@ func (m *Metrics) Reloaded(hash string, ok bool) {
 	}
 	m.reloads.WithLabelValues("success").Inc()
 	m.ConfigLoaded(hash)
+}
+
+// MemoryTrimmed records a trim of the heap that returned released bytes to the operating
+// system (see internal/memtrim).
+func (m *Metrics) MemoryTrimmed(released uint64) {
+	m.trims.Inc()
+	addUint(m.trimmed, released)
 }
 
 // routeSet holds one route's series, resolved once so that Closed needs no label lookups for

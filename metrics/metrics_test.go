@@ -155,6 +155,8 @@ func TestConfigAndCertificates(t *testing.T) {
 	m.ConfigLoaded("aaaa")
 	m.Reloaded("", false)
 	m.Reloaded("bbbb", true)
+	m.MemoryTrimmed(3 << 20)
+	m.MemoryTrimmed(5 << 20)
 	exp := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
 	calls := 0
 	m.SetCertificateSource(func() map[string]time.Time {
@@ -170,6 +172,12 @@ func TestConfigAndCertificates(t *testing.T) {
 	}
 	if got := value(f, "wsgate_config_reloads_total", "result=success"); got != 1 {
 		t.Errorf("reloads success = %v", got)
+	}
+	if got := value(f, "wsgate_memory_trims_total"); got != 2 {
+		t.Errorf("memory trims = %v, want 2", got)
+	}
+	if got := value(f, "wsgate_memory_trimmed_bytes_total"); got != 8<<20 {
+		t.Errorf("memory trimmed bytes = %v, want %d", got, 8<<20)
 	}
 	if got := value(f, "wsgate_config_reloads_total", "result=failure"); got != 1 {
 		t.Errorf("reloads failure = %v", got)
