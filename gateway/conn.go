@@ -81,9 +81,9 @@ func (g *Gateway) serveConn(l *listener, c net.Conn) {
 	}
 
 	conn := c
-	isTLS := l.tls != nil
+	isTLS := l.isTLS
 	if isTLS {
-		tc := tls.Server(c, l.tlsCfg)
+		tc := tls.Server(c, l.tls.Load().cfg)
 		if err := tc.Handshake(); err != nil {
 			g.log.Debug("tls handshake failed", "client", c.RemoteAddr().String(), "err", err)
 			return

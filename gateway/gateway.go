@@ -27,11 +27,21 @@ type TLSProvider interface {
 	HTTPHandler() http.Handler
 	// Ready reports whether certificates are available.
 	Ready() bool
-	// Reload re-reads certificate sources after a configuration reload.
+	// Reload re-reads certificate sources after a configuration reload. For a change it
+	// cannot apply in place it returns an error with a RecreateNeeded() bool method that
+	// reports true; the gateway then builds a new provider for the listener, which new
+	// handshakes use, and closes the old one once handshakes begun on it are over.
 	Reload(t *config.TLS) error
 	// Expiry returns the NotAfter of the certificate served for each name (for metrics).
 	Expiry() map[string]time.Time
+	// Close stops the provider; it may be called more than once.
 	Close() error
+}
+
+// needsRecreate reports whether a TLSProvider's Reload error asks for a new provider.
+func needsRecreate(err error) bool {
+	var r interface{ RecreateNeeded() bool }
+	return errors.As(err, &r) && r.RecreateNeeded()
 }
 
 // Options configure a Gateway.
@@ -119,7 +129,7 @@ func (g *Gateway) Ready() bool {
 		return false
 	}
 	for _, l := range g.listeners {
-		if l.tls != nil && !l.tls.Ready() {
+		if st := l.tls.Load(); st != nil && !st.p.Ready() {
 			return false
 		}
 	}
@@ -133,8 +143,8 @@ func (g *Gateway) CertExpiry() map[string]time.Time {
 	g.mu.Lock()
 	var providers []TLSProvider
 	for _, l := range g.listeners {
-		if l.tls != nil {
-			providers = append(providers, l.tls)
+		if st := l.tls.Load(); st != nil {
+			providers = append(providers, st.p)
 		}
 	}
 	g.mu.Unlock()
@@ -173,7 +183,7 @@ func (g *Gateway) Reload(cfg *config.Config) error {
 	var fresh []*listener
 	for _, lc := range cfg.Listeners {
 		old := g.listeners[lc.Name]
-		if old != nil && old.cfg.Load().Address == lc.Address && (old.tls == nil) == (lc.TLS == nil) {
+		if old != nil && old.cfg.Load().Address == lc.Address && old.isTLS == (lc.TLS != nil) {
 			continue
 		}
 		l, err := g.listen(lc)
@@ -192,9 +202,9 @@ func (g *Gateway) Reload(cfg *config.Config) error {
 			delete(g.listeners, name)
 			continue
 		}
-		if old.tls != nil && lc.TLS != nil {
-			if err := old.tls.Reload(lc.TLS); err != nil {
-				g.log.Error("certificate reload failed; keeping the old certificates", "listener", name, "err", err)
+		if st := old.tls.Load(); st != nil && lc.TLS != nil {
+			if err := st.p.Reload(lc.TLS); err != nil {
+				g.reloadTLSFailed(old, lc, st, err, cfg.Limits.HandshakeTimeout)
 			}
 		}
 		old.cfg.Store(lc)
@@ -209,6 +219,25 @@ func (g *Gateway) Reload(cfg *config.Config) error {
 	g.cfg.Store(cfg)
 	g.routes.Store(newRouter(cfg.Routes, g.relayOptions))
 	return nil
+}
+
+// reloadTLSFailed handles a TLS provider that could not apply lc's tls block: when the
+// change needs a new provider (min_version, curves, files <-> acme...), one is built and
+// swapped in for new handshakes, and the old one is closed after grace (handshakes begun on
+// it can finish); otherwise the old certificates stay. Called with g.mu held.
+func (g *Gateway) reloadTLSFailed(l *listener, lc *config.Listener, old *tlsState, err error, grace time.Duration) {
+	if !needsRecreate(err) {
+		g.log.Error("certificate reload failed; keeping the old certificates", "listener", l.name, "err", err)
+		return
+	}
+	p, perr := g.opts.TLS(lc)
+	if perr != nil {
+		g.log.Error("tls settings change failed; keeping the old settings", "listener", l.name, "change", err.Error(), "err", perr)
+		return
+	}
+	l.tls.Store(&tlsState{p: p, cfg: p.TLSConfig()})
+	l.retire(old.p, grace)
+	g.log.Info("tls settings changed; new handshakes use them", "listener", l.name, "change", err.Error())
 }
 
 // Drain stops accepting, sends 1001 "going away" to both sides of every connection, and

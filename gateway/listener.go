@@ -18,13 +18,28 @@ type listener struct {
 	name   string
 	cfg    atomic.Pointer[config.Listener]
 	ln     net.Listener
-	tls    TLSProvider // nil for plain ws://
-	tlsCfg *tls.Config
-	http   *http.Server // the http_address listener (ACME HTTP-01 and redirect), if any
+	isTLS  bool
+	tls    atomic.Pointer[tlsState] // what new handshakes use; nil for plain ws://
+	http   *http.Server             // the http_address listener (ACME HTTP-01 and redirect), if any
 	httpLn net.Listener
 	active atomic.Int64 // open connections, for max_connections
 
+	mu        sync.Mutex
+	retired   []retiredTLS // replaced TLS providers, closed after a grace period
+	closed    bool
 	closeOnce sync.Once
+}
+
+// retiredTLS is a replaced TLS provider and the timer that closes it.
+type retiredTLS struct {
+	p TLSProvider
+	t *time.Timer
+}
+
+// tlsState is a listener's TLS provider and the configuration it serves.
+type tlsState struct {
+	p   TLSProvider
+	cfg *tls.Config
 }
 
 // listen binds lc's address (and its http_address, with TLS), then builds its TLS provider:
@@ -61,12 +76,28 @@ func (g *Gateway) listen(lc *config.Listener) (_ *listener, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("listener %q: %w", lc.Name, err)
 	}
-	l.tls = p
-	l.tlsCfg = p.TLSConfig()
+	l.isTLS = true
+	l.tls.Store(&tlsState{p: p, cfg: p.TLSConfig()})
 	if l.httpLn != nil {
-		l.http = &http.Server{Handler: p.HTTPHandler(), ReadHeaderTimeout: 10 * time.Second}
+		// The current provider answers: a reload may replace it.
+		h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			l.tls.Load().p.HTTPHandler().ServeHTTP(w, r)
+		})
+		l.http = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	}
 	return l, nil
+}
+
+// retire closes p, a provider the listener no longer serves, after grace (so handshakes begun
+// on it can finish), or when the listener closes, whichever comes first.
+func (l *listener) retire(p TLSProvider, grace time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		p.Close()
+		return
+	}
+	l.retired = append(l.retired, retiredTLS{p, time.AfterFunc(grace, func() { p.Close() })})
 }
 
 // serve starts the accept loops of l; they end when l is closed.
@@ -80,7 +111,7 @@ func (g *Gateway) serve(l *listener) {
 			l.http.Serve(l.httpLn)
 		}()
 	}
-	g.log.Info("listening", "listener", l.name, "address", l.ln.Addr().String(), "tls", l.tls != nil)
+	g.log.Info("listening", "listener", l.name, "address", l.ln.Addr().String(), "tls", l.isTLS)
 }
 
 func (g *Gateway) acceptLoop(l *listener) {
@@ -111,8 +142,17 @@ func (l *listener) close() {
 		if l.http != nil {
 			l.http.Close()
 		}
-		if l.tls != nil {
-			l.tls.Close()
+		l.mu.Lock()
+		l.closed = true
+		retired := l.retired
+		l.retired = nil
+		l.mu.Unlock()
+		for _, r := range retired {
+			r.t.Stop()
+			r.p.Close() // a no-op if its timer did it already
+		}
+		if st := l.tls.Load(); st != nil {
+			st.p.Close()
 		}
 	})
 }

@@ -23,10 +23,20 @@ import (
 	"github.com/wsgate/wsgate/config"
 )
 
-// ErrRecreate is returned by Reload for a change that cannot be applied to a running
-// Manager (files <-> acme, min_version, CA, account, storage, challenges, on_demand on/off):
-// the Manager keeps its old settings; build a new Manager (and listener) to apply it.
-var ErrRecreate = errors.New("tlsconf: change cannot be applied in place; create a new Manager")
+// ErrRecreate is returned (wrapped) by Reload for a change that cannot be applied to a
+// running Manager (files <-> acme, min_version, curves, CA, account, storage, challenges,
+// on_demand on/off): the Manager keeps its old settings; build a new Manager to apply it. The
+// gateway does so when the error's RecreateNeeded method reports true.
+var ErrRecreate error = recreateError{}
+
+type recreateError struct{}
+
+func (recreateError) Error() string {
+	return "tlsconf: change cannot be applied in place; create a new Manager"
+}
+
+// RecreateNeeded reports true: the change needs a new Manager (see gateway.TLSProvider).
+func (recreateError) RecreateNeeded() bool { return true }
 
 // Options are knobs tests and the gateway set; the zero value is production.
 type Options struct {
