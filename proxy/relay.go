@@ -613,7 +613,9 @@ func (p *Pair) relayFrames(src, dst *side, nb bool) relayResult {
 				}
 			}
 		}
-		p.active.Store(true)
+		if !p.active.Load() {
+			p.active.Store(true) // a load first: no shared-cache-line write per frame
+		}
 		validate := p.opts.ValidateUTF8 && state.Opcode() == wsframe.OpText
 		// Move the payload in pieces of at most ChunkSize.
 		rem := h.Length
