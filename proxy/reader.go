@@ -205,21 +205,9 @@ func (s *side) try() error {
 func (s *side) Read(p []byte) (int, error) {
 	w := &s.w
 	if w.inCB {
-		for {
-			n, err := syscall.Read(int(w.fd), p)
-			switch {
-			case err == syscall.EINTR:
-				continue
-			case err == syscall.EAGAIN:
-				return 0, errBlocked
-			case err != nil:
-				return 0, os.NewSyscallError("read", err)
-			case n == 0:
-				return 0, io.EOF
-			}
-			w.short = n < len(p)
-			return n, nil
-		}
+		n, err := rawRead(int(w.fd), p)
+		w.short = n < len(p)
+		return n, err
 	}
 	if w.n > w.off {
 		k := copy(p, w.one[w.off:w.n])

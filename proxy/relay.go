@@ -784,7 +784,7 @@ func (p *Pair) writeData(dst *side, b []byte) bool {
 		return false
 	}
 	p.armWriteDeadline(dst)
-	_, err := dst.conn.Write(b)
+	err := dst.write(b)
 	dst.wmu.Unlock()
 	if err != nil {
 		p.writeFailed(dst, err)
@@ -832,7 +832,7 @@ func (p *Pair) writeControl(s *side, op wsframe.Opcode, payload []byte) bool {
 		wsframe.Mask(h.Mask, 0, buf[n-len(payload):n])
 	}
 	p.armWriteDeadline(s)
-	_, err := s.conn.Write(buf[:n])
+	err := s.write(buf[:n])
 	s.wmu.Unlock()
 	ctrlPool.Put(buf)
 	if err != nil {

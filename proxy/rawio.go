@@ -1,0 +1,90 @@
+package proxy
+
+import (
+	"io"
+	"os"
+	"sync"
+	"syscall"
+	"unsafe"
+)
+
+// Raw socket I/O for plain TCP sides. Reads and writes on these sockets never block (Go sets
+// them non-blocking), so they are made with RawSyscall, without telling the scheduler a
+// syscall began: a write on loopback carries the peer's receive path and can take tens of
+// microseconds, long enough for the runtime's monitor to take the P from the writing thread,
+// hand it to another and switch back afterwards (futex wake-ups and context switches per
+// message that nginx does not pay). Waiting, deadlines and closing stay with Go's poller:
+// the calls run inside syscall.RawConn callbacks.
+
+// rawRead reads once from fd without blocking: errBlocked when there is nothing yet.
+func rawRead(fd int, p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	for {
+		n, _, e := syscall.RawSyscall(syscall.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+		switch e {
+		case 0:
+			if n == 0 {
+				return 0, io.EOF
+			}
+			return int(n), nil
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return 0, errBlocked
+		default:
+			return 0, os.NewSyscallError("read", e)
+		}
+	}
+}
+
+// rawWriter writes one buffer inside a RawConn.Write callback; pooled, so a side carries no
+// write state of its own.
+type rawWriter struct {
+	fn  func(fd uintptr) bool // w.write, bound once
+	b   []byte
+	err error
+}
+
+var rawWriterPool = sync.Pool{New: func() any {
+	w := new(rawWriter)
+	w.fn = w.write
+	return w
+}}
+
+// write is the callback: it writes until w.b is gone, and reports false (wait until the socket
+// is writable, within the write deadline) when the socket buffer is full.
+func (w *rawWriter) write(fd uintptr) bool {
+	for len(w.b) > 0 {
+		n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&w.b[0])), uintptr(len(w.b)))
+		switch e {
+		case 0:
+			w.b = w.b[n:]
+		case syscall.EINTR:
+		case syscall.EAGAIN:
+			return false
+		default:
+			w.err = os.NewSyscallError("write", e)
+			return true
+		}
+	}
+	return true
+}
+
+// write writes all of b to s (its write deadline applies). Called with s.wmu held.
+func (s *side) write(b []byte) error {
+	if s.w.raw == nil {
+		_, err := s.conn.Write(b)
+		return err
+	}
+	w := rawWriterPool.Get().(*rawWriter)
+	w.b, w.err = b, nil
+	err := s.w.raw.Write(w.fn)
+	if err == nil {
+		err = w.err
+	}
+	w.b, w.err = nil, nil
+	rawWriterPool.Put(w)
+	return err
+}
