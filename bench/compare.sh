@@ -12,7 +12,7 @@
 #             wsgate built from BASE_REV, to measure a change against its baseline in one run
 #   BASE_REV  the git revision wsgate-base is built from (default HEAD: the last commit, so
 #             uncommitted work in "wsgate" is compared with what it changes)
-#   ROWS      rows to run (default: tp64 tp64k rate idle idlewss hswss tpwss)
+#   ROWS      rows to run (default: tp64 tp64k rate idle idlewss hswss tpwss; also ratewss)
 #   IDLE_N    idle connections (default 10000, lowered to fit the open-file limit)
 #   REF       reference target for ratios (default nginx)
 #   PROXY_QUOTA  cap each target at this fraction of its core (e.g. 0.5; a cgroup CPU quota,
@@ -371,6 +371,7 @@ run_row() {
 	idlewss) args=(-mode idle -url "$tls" -insecure -n "$IDLE_N" -settle 2s) ;;
 	hswss) args=(-mode handshake -url "$tls" -insecure -c 32 -d "$DUR") ;;
 	tpwss) args=(-mode throughput -url "$tls" -insecure -c 100 -window 8 -size 64 -d "$DUR") ;;
+	ratewss) args=(-mode rate -url "$tls" -insecure -c 1000 -rate 20000 -size 128 -d "$DUR") ;;
 	*)
 		log "unknown row $row"
 		return

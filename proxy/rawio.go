@@ -72,19 +72,27 @@ func (w *rawWriter) write(fd uintptr) bool {
 	return true
 }
 
+// rawWriteAll writes all of b to raw's socket (its write deadline applies) and returns how
+// much was written.
+func rawWriteAll(raw syscall.RawConn, b []byte) (int, error) {
+	w := rawWriterPool.Get().(*rawWriter)
+	w.b, w.err = b, nil
+	err := raw.Write(w.fn)
+	if err == nil {
+		err = w.err
+	}
+	n := len(b) - len(w.b)
+	w.b, w.err = nil, nil
+	rawWriterPool.Put(w)
+	return n, err
+}
+
 // write writes all of b to s (its write deadline applies). Called with s.wmu held.
 func (s *side) write(b []byte) error {
 	if s.w.raw == nil {
 		_, err := s.conn.Write(b)
 		return err
 	}
-	w := rawWriterPool.Get().(*rawWriter)
-	w.b, w.err = b, nil
-	err := s.w.raw.Write(w.fn)
-	if err == nil {
-		err = w.err
-	}
-	w.b, w.err = nil, nil
-	rawWriterPool.Put(w)
+	_, err := rawWriteAll(s.w.raw, b)
 	return err
 }
