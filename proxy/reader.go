@@ -84,7 +84,7 @@ var (
 	errBlocked = errors.New("would block")          // inCB read found nothing (never leaves the callback)
 )
 
-// init prepares s.w for c. Connections that are neither TCP nor TLS over TCP (net.Pipe in
+// initWaiter prepares s.w for c. Connections that are neither TCP nor TLS over TCP (net.Pipe in
 // tests) are read directly and never parked.
 func (s *side) initWaiter(c net.Conn) {
 	w := &s.w
@@ -145,6 +145,12 @@ func (s *side) readable(uintptr) bool {
 			return false
 		}
 		w.once = false
+		if err == bufio.ErrBufferFull {
+			// Cannot happen (relayFrames leaves only a frame that fits, partly read), but a
+			// full buffer must not read as an error: the blocking relay takes it.
+			w.out = errSlow
+			return true
+		}
 		if err != nil {
 			// EOF or a read error: relay what is buffered first, then serve it.
 			w.err, w.out = err, errSlow
