@@ -81,9 +81,10 @@ func (g *Gateway) serveConn(l *listener, c net.Conn) {
 	}
 
 	conn := c
-	isTLS := l.isTLS
+	st := l.tls.Load()
+	isTLS := st != nil
 	if isTLS {
-		tc := tls.Server(c, l.tls.Load().cfg)
+		tc := tls.Server(c, st.cfg)
 		if err := tc.Handshake(); err != nil {
 			g.log.Debug("tls handshake failed", "client", c.RemoteAddr().String(), "err", err)
 			return

@@ -183,7 +183,7 @@ func (g *Gateway) Reload(cfg *config.Config) error {
 	var fresh []*listener
 	for _, lc := range cfg.Listeners {
 		old := g.listeners[lc.Name]
-		if old != nil && old.cfg.Load().Address == lc.Address && old.isTLS == (lc.TLS != nil) {
+		if old != nil && old.cfg.Load().Address == lc.Address && (old.tls.Load() != nil) == (lc.TLS != nil) {
 			continue
 		}
 		l, err := g.listen(lc)

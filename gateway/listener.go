@@ -18,7 +18,6 @@ type listener struct {
 	name   string
 	cfg    atomic.Pointer[config.Listener]
 	ln     net.Listener
-	isTLS  bool
 	tls    atomic.Pointer[tlsState] // what new handshakes use; nil for plain ws://
 	http   *http.Server             // the http_address listener (ACME HTTP-01 and redirect), if any
 	httpLn net.Listener
@@ -76,7 +75,6 @@ func (g *Gateway) listen(lc *config.Listener) (_ *listener, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("listener %q: %w", lc.Name, err)
 	}
-	l.isTLS = true
 	l.tls.Store(&tlsState{p: p, cfg: p.TLSConfig()})
 	if l.httpLn != nil {
 		// The current provider answers: a reload may replace it.
@@ -111,7 +109,7 @@ func (g *Gateway) serve(l *listener) {
 			l.http.Serve(l.httpLn)
 		}()
 	}
-	g.log.Info("listening", "listener", l.name, "address", l.ln.Addr().String(), "tls", l.isTLS)
+	g.log.Info("listening", "listener", l.name, "address", l.ln.Addr().String(), "tls", l.tls.Load() != nil)
 }
 
 func (g *Gateway) acceptLoop(l *listener) {

@@ -377,6 +377,7 @@ func (p *Pair) relayReadable(src *side) error {
 	if p.ended.Load() || src.w.fd < 0 || !parkingSupported {
 		return src.relayRaw(false)
 	}
+	wait := func() error { return src.relayRaw(false) }
 	once := !src.hot
 	if once {
 		p.armPark(src)
@@ -385,16 +386,16 @@ func (p *Pair) relayReadable(src *side) error {
 		err := src.relayRaw(once)
 		once = false
 		if err == errNoData {
-			return p.disarmAndPark(src, src.relayRaw)
+			return p.disarmAndPark(src, wait)
 		}
-		if err == nil || !errors.Is(err, os.ErrDeadlineExceeded) || p.ended.Load() {
+		if !errors.Is(err, os.ErrDeadlineExceeded) || p.ended.Load() {
 			return err
 		}
 		if src.w.wakes > 0 || src.br != nil {
 			p.rearmPark(src) // data came, or a frame is half read: stay hot
 			continue
 		}
-		return p.disarmAndPark(src, src.relayRaw) // a whole period without data
+		return p.disarmAndPark(src, wait) // a whole period without data
 	}
 }
 
@@ -405,7 +406,6 @@ func (p *Pair) waitData(src *side) error {
 	if p.ended.Load() || w.fd < 0 || !parkingSupported {
 		return src.wait()
 	}
-	wait := func(bool) error { return src.wait() }
 	if !src.hot {
 		err := src.try()
 		p.restoreLinger(src) // a TLS try clears the read deadline
@@ -413,7 +413,7 @@ func (p *Pair) waitData(src *side) error {
 			p.armPark(src)
 			return err
 		}
-		return p.disarmAndPark(src, wait)
+		return p.disarmAndPark(src, src.wait)
 	}
 	for {
 		err := src.wait()
@@ -430,7 +430,7 @@ func (p *Pair) waitData(src *side) error {
 			p.rearmPark(src)
 			continue
 		}
-		return p.disarmAndPark(src, wait) // a whole period without data
+		return p.disarmAndPark(src, src.wait) // a whole period without data
 	}
 }
 
@@ -466,15 +466,15 @@ func (p *Pair) restoreLinger(src *side) {
 // disarmAndPark clears src's park deadline and hands src to the parking lot: the pump's
 // goroutine ends (errParked) and the lot starts a new one when the socket is readable. If
 // the pair has ended, or the socket cannot be watched, it waits in the runtime's poller
-// instead, with wait(false).
-func (p *Pair) disarmAndPark(src *side, wait func(once bool) error) error {
+// instead, with wait.
+func (p *Pair) disarmAndPark(src *side, wait func() error) error {
 	src.hot = false
 	src.conn.SetReadDeadline(time.Time{})
 	p.restoreLinger(src)
 	p.mu.Lock()
 	if p.finished {
 		p.mu.Unlock()
-		return wait(false)
+		return wait()
 	}
 	src.parked.Store(true)
 	if lot.park(src) {
@@ -485,7 +485,7 @@ func (p *Pair) disarmAndPark(src *side, wait func(once bool) error) error {
 	if !src.parked.CompareAndSwap(true, false) {
 		return errParked // someone resumed it meanwhile
 	}
-	return wait(false)
+	return wait()
 }
 
 // msgState is a pump's message state, kept across its idle periods.
