@@ -14,8 +14,14 @@ import (
 // a new pump goroutine when the socket becomes readable. An idle pair therefore holds no
 // goroutine, no stack and no buffer: only its structs and the kernel's socket state.
 //
-// The poller runs only while something is parked: it ends when the last parked side is woken
-// and is started again by the next park.
+// A plain TCP side with data flowing is also in the set, edge-triggered for EPOLLRDHUP only:
+// the relay trusts a short read to mean "drained" (it does not read again to see EAGAIN), and
+// the runtime's poller does not say when the readiness it woke a pump for also carried the
+// peer's FIN. The lot tells the pump instead (shutdownSeen): without it, a FIN that arrives
+// together with the last data would be noticed only at the next park deadline.
+//
+// The poller runs only while a side is in the set: it ends when the last one is forgotten and
+// is started again by the next.
 type parkingLot struct {
 	mu      sync.Mutex
 	file    *os.File // the epoll descriptor, wrapped so the poller can wait on it
@@ -24,6 +30,7 @@ type parkingLot struct {
 	err     error // creating the epoll instance failed: parking is off
 	running bool  // the poller goroutine is alive
 	parked  int   // sides parked now
+	watched int   // sides in the epoll set (parked or watched for shutdown)
 	slots   []*side
 }
 
@@ -50,12 +57,32 @@ func (l *parkingLot) setup() error {
 	return l.err
 }
 
-// park registers s's socket and counts it parked. The caller has set s.parked; the poller
-// clears it (compare-and-swap) when it wakes s. It reports false if the socket cannot be
-// watched, in which case the caller waits in the runtime's poller as usual.
+// park registers s's socket one-shot for readability and counts it parked. The caller has
+// set s.parked; the poller clears it (compare-and-swap) when it wakes s. It reports false if
+// the socket cannot be watched, in which case the caller waits in the runtime's poller as
+// usual.
 func (l *parkingLot) park(s *side) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if !l.watch(s, syscall.EPOLLIN|syscall.EPOLLRDHUP|epollOneShot) {
+		return false
+	}
+	l.parked++
+	return true
+}
+
+// watchShutdown registers plain side s, now relaying, for the peer's shutdown or a socket
+// error only (see shutdownSeen). Best effort: if the socket cannot be watched, a FIN that
+// comes with data is found at the next park deadline.
+func (l *parkingLot) watchShutdown(s *side) {
+	l.mu.Lock()
+	l.watch(s, syscall.EPOLLRDHUP|epollET)
+	l.mu.Unlock()
+}
+
+// watch adds s's socket to the epoll set, or changes its events, and starts the poller if
+// needed. Called with mu held.
+func (l *parkingLot) watch(s *side, events uint32) bool {
 	if l.setup() != nil {
 		return false
 	}
@@ -64,7 +91,7 @@ func (l *parkingLot) park(s *side) bool {
 		l.slots = append(l.slots, nil)
 	}
 	l.slots[fd] = s
-	ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | epollOneShot, Fd: int32(fd)}
+	ev := syscall.EpollEvent{Events: events, Fd: int32(fd)}
 	op := syscall.EPOLL_CTL_MOD
 	if !s.registered {
 		op = syscall.EPOLL_CTL_ADD
@@ -80,8 +107,10 @@ func (l *parkingLot) park(s *side) bool {
 		l.slots[fd] = nil
 		return false
 	}
-	s.registered = true
-	l.parked++
+	if !s.registered {
+		s.registered = true
+		l.watched++
+	}
 	if !l.running {
 		l.running = true
 		l.file.SetReadDeadline(time.Time{})
@@ -90,17 +119,14 @@ func (l *parkingLot) park(s *side) bool {
 	return true
 }
 
-// woken counts one side less parked; the last one stops the poller.
+// woken counts one side less parked.
 func (l *parkingLot) woken() {
 	l.mu.Lock()
 	l.parked--
-	if l.parked == 0 && l.running {
-		l.file.SetReadDeadline(time.Unix(1, 0)) // the poller sees nothing parked and ends
-	}
 	l.mu.Unlock()
 }
 
-// forget drops s's slot when its pump has ended for good.
+// forget drops s's slot when its pump has ended for good; the last one stops the poller.
 func (l *parkingLot) forget(s *side) {
 	if !s.registered {
 		return
@@ -108,6 +134,11 @@ func (l *parkingLot) forget(s *side) {
 	l.mu.Lock()
 	if fd := int(s.w.fd); fd < len(l.slots) && l.slots[fd] == s {
 		l.slots[fd] = nil
+	}
+	s.registered = false
+	l.watched--
+	if l.watched == 0 && l.running {
+		l.file.SetReadDeadline(time.Unix(1, 0)) // the poller sees nothing watched and ends
 	}
 	l.mu.Unlock()
 }
@@ -119,14 +150,18 @@ func Parked() int {
 	return lot.parked
 }
 
-// poll is the poller goroutine: it wakes parked sides whose sockets became readable and ends
-// when nothing is parked.
+// poll is the poller goroutine: it wakes parked sides whose sockets became readable, tells
+// relaying sides about their peer's shutdown, and ends when nothing is watched.
 func (l *parkingLot) poll() {
+	type wakeup struct {
+		s   *side
+		hup bool // the peer shut down, or the socket failed
+	}
 	var (
 		events [128]syscall.EpollEvent
 		n      int
 		werr   error
-		wake   []*side
+		wake   []wakeup
 	)
 	fn := func(fd uintptr) bool {
 		n, werr = syscall.EpollWait(int(fd), events[:], 0)
@@ -148,20 +183,22 @@ func (l *parkingLot) poll() {
 		wake = wake[:0]
 		for _, ev := range events[:n] {
 			if fd := int(ev.Fd); fd < len(l.slots) && l.slots[fd] != nil {
-				wake = append(wake, l.slots[fd])
+				wake = append(wake, wakeup{l.slots[fd], ev.Events&(syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) != 0})
 			}
 		}
 		n = 0
 		l.mu.Unlock()
-		for i, s := range wake {
-			if s.parked.CompareAndSwap(true, false) {
+		for i, wk := range wake {
+			if s := wk.s; s.parked.CompareAndSwap(true, false) {
 				l.woken()
 				go s.pair.resume(s)
+			} else if wk.hup {
+				s.shutdownSeen()
 			}
-			wake[i] = nil
+			wake[i] = wakeup{}
 		}
 		l.mu.Lock()
-		if l.parked == 0 {
+		if l.watched == 0 {
 			l.running = false
 			l.mu.Unlock()
 			return
@@ -179,3 +216,6 @@ const epollOneShot = syscall.EPOLLONESHOT
 // lockLot and unlockLot let tests look at parked sides under the lot's lock.
 func lockLot()   { lot.mu.Lock() }
 func unlockLot() { lot.mu.Unlock() }
+
+// epollET is EPOLLET as the event mask's type (the syscall package's constant is negative).
+const epollET = 1 << 31

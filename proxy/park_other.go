@@ -12,6 +12,8 @@ const parkingSupported = false
 func (*parkingLot) park(*side) bool { return false }
 func (*parkingLot) forget(*side)    {}
 
+func (*parkingLot) watchShutdown(*side) {}
+
 // Parked reports how many connection sides are parked now: always 0 on this system.
 func Parked() int { return 0 }
 

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -74,6 +75,9 @@ type waiter struct {
 	inCB  bool // Read is called from inside the callback: read the descriptor, never block
 	short bool // inCB: the last read did not fill what it was given (the socket is drained)
 	once  bool // inCB: return errNoData instead of waiting if the first read finds nothing
+	// hup: the parking lot saw the peer's shutdown (or a socket error): a short read no
+	// longer means the socket is drained, read until EOF or EAGAIN.
+	hup atomic.Bool
 }
 
 // Outcomes of relayRaw besides read errors.
@@ -144,7 +148,12 @@ func (s *side) readable(uintptr) bool {
 			}
 			return false
 		}
-		w.once = false
+		if w.once {
+			// Data after a start or a wake: the side is relaying now. Watch for a shutdown
+			// the runtime's poller will not report (see shutdownSeen).
+			w.once = false
+			lot.watchShutdown(s)
+		}
 		if err == bufio.ErrBufferFull {
 			// Cannot happen (relayFrames leaves only a frame that fits, partly read), but a
 			// full buffer must not read as an error: the blocking relay takes it.
@@ -167,7 +176,7 @@ func (s *side) readable(uintptr) bool {
 			w.out = errSlow
 			return true
 		}
-		if w.short {
+		if w.short && !w.hup.Load() {
 			// Drained: the next read waits for the poller's next edge, not for EAGAIN.
 			if br.Buffered() == 0 {
 				PutReader(br)
@@ -176,6 +185,16 @@ func (s *side) readable(uintptr) bool {
 			return false
 		}
 	}
+}
+
+// shutdownSeen is called by the parking lot when relaying side s's peer has shut down (or its
+// socket failed). The readiness that woke the pump may have carried the FIN along with data,
+// and a short read does not show it: s's reads go on to EOF from now on, and a pump waiting
+// in the runtime's poller is woken by a read deadline in the past (it reads again, as after
+// its park deadline).
+func (s *side) shutdownSeen() {
+	s.w.hup.Store(true)
+	s.conn.SetReadDeadline(time.Unix(1, 0))
 }
 
 // wait blocks until a TLS side has data (now held by s.w), an error or EOF, the read deadline

@@ -247,6 +247,9 @@ func (p *Pair) Start(done func(Result)) {
 // resume runs a parked side's pump again (its socket became readable, or the pair is ending).
 func (p *Pair) resume(s *side) {
 	if !p.ended.Load() {
+		if s.w.raw != nil {
+			lot.watchShutdown(s) // the one-shot registration that woke s is spent
+		}
 		p.armPark(s)
 	}
 	p.pumpTask(s)
