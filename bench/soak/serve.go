@@ -12,12 +12,14 @@ import (
 	"net/http/pprof"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"time"
 
 	"github.com/gorilla/websocket"
 
 	"github.com/wsgate/wsgate/config"
 	"github.com/wsgate/wsgate/gateway"
+	"github.com/wsgate/wsgate/internal/memtrim"
 )
 
 // Stats is what `soak serve` reports on GET /stats.
@@ -71,6 +73,21 @@ func serveMain(args []string) {
 	if err := g.Start(); err != nil {
 		log.Fatal(err)
 	}
+	// Memory behaves as in `wsgate run`: GOGC 50 unless set, and free pages given back after
+	// a burst (internal/memtrim), so RSS figures from a soak are the binary's.
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(50)
+	}
+	trimCtx, stopTrim := context.WithCancel(context.Background())
+	trimDone := make(chan struct{})
+	go func() {
+		defer close(trimDone)
+		memtrim.Run(trimCtx, memtrim.Options{})
+	}()
+	defer func() {
+		stopTrim()
+		<-trimDone
+	}()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		log.Fatal(err)
