@@ -390,6 +390,23 @@ run_row() {
 	fi
 }
 
+# wait_ports waits (up to 70 s) until enough ephemeral ports are free for n more connections
+# to the backend: every proxy dials it from 127.0.0.1, and the connections of the rows before
+# sit in TIME_WAIT for 60 s after a target stops. Without the pause, an idle row after another
+# loses connections to refused backend dials, whichever proxy it measures.
+wait_ports() {
+	local n=$1 lo hi free tw waited=0
+	read -r lo hi </proc/sys/net/ipv4/ip_local_port_range
+	while :; do
+		tw=$(ss -Htan state time-wait "( dport = :$B_PLAIN )" 2>/dev/null | wc -l)
+		free=$((hi - lo + 1 - tw))
+		((free >= n + 2000 || waited >= 70)) && break
+		((waited == 0)) && log "waiting for ports: $tw backend connections in TIME_WAIT, $free ports free, $n needed"
+		sleep 5
+		waited=$((waited + 5))
+	done
+}
+
 # ---- matrix: rows outside, targets interleaved inside, each target started fresh per row -----
 : >"$W/results.jsonl"
 log "rows: $ROWS; targets: $TARGETS; duration $DUR; idle $IDLE_N"
@@ -399,6 +416,7 @@ for row in $ROWS; do
 			echo "{\"label\":\"$row $t\",\"skipped\":\"${UNAVAILABLE[$t]}\"}" >>"$W/results.jsonl"
 			continue
 		fi
+		case $row in idle | idlewss) [[ $t != direct ]] && wait_ports "$IDLE_N" ;; esac
 		if ! start_target "$t"; then
 			echo "{\"label\":\"$row $t\",\"skipped\":\"did not start\"}" >>"$W/results.jsonl"
 			continue
