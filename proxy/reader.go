@@ -192,9 +192,16 @@ func (s *side) readable(uintptr) bool {
 // and a short read does not show it: s's reads go on to EOF from now on, and a pump waiting
 // in the runtime's poller is woken by a read deadline in the past (it reads again, as after
 // its park deadline).
+//
+// Once the pair has ended, the read deadline is finish's linger deadline and stays so: the
+// drain reads to EOF (or that deadline) and must not be cut short, or unread bytes would make
+// the close a reset.
 func (s *side) shutdownSeen() {
 	s.w.hup.Store(true)
-	s.conn.SetReadDeadline(time.Unix(1, 0))
+	if !s.pair.ended.Load() {
+		s.conn.SetReadDeadline(time.Unix(1, 0))
+		s.pair.restoreLinger(s) // finish may have set its deadline meanwhile
+	}
 }
 
 // wait blocks until a TLS side has data (now held by s.w), an error or EOF, the read deadline
