@@ -73,10 +73,6 @@ B_PLAIN=$BASE
 B_TLS=$((BASE + 1))
 declare -A PORT_PLAIN=([direct]=$((BASE + 10)) [wsgate]=$((BASE + 20)) [nginx]=$((BASE + 30)) [haproxy]=$((BASE + 40)) [caddy]=$((BASE + 50)) [wsgate-base]=$((BASE + 60)))
 declare -A PORT_TLS=([direct]=$((BASE + 11)) [wsgate]=$((BASE + 21)) [nginx]=$((BASE + 31)) [haproxy]=$((BASE + 41)) [caddy]=$((BASE + 51)) [wsgate-base]=$((BASE + 61)))
-# Each proxy dials the backend on a port of its own: its backend connections then never meet
-# the TIME_WAIT remnants of another proxy's rows (same 4-tuples on loopback), which made the
-# idle rows lose connections to refused or timed-out backend dials.
-declare -A PORT_B=([wsgate]=$((BASE + 22)) [nginx]=$((BASE + 32)) [haproxy]=$((BASE + 42)) [caddy]=$((BASE + 52)) [wsgate-base]=$((BASE + 62)))
 declare -A UNAVAILABLE=()
 
 # ---- CPU quota for the targets (PROXY_QUOTA) --------------------------------------------------
@@ -166,11 +162,9 @@ wait_port() { # port [seconds]
 }
 
 # The shared echo backend, on the generator's core.
-b_addrs="127.0.0.1:$B_PLAIN"
-for p in "${PORT_B[@]}"; do b_addrs+=",127.0.0.1:$p"; done
-taskset -c "$GEN_CPU" "$BIN/echo" -addr "$b_addrs" >"$W/backend.log" 2>&1 &
+taskset -c "$GEN_CPU" "$BIN/echo" -addr "127.0.0.1:$B_PLAIN" >"$W/backend.log" 2>&1 &
 PIDS_ALL+=($!)
-wait_port "$B_PLAIN" && wait_port "${PORT_B[caddy]}" || {
+wait_port "$B_PLAIN" || {
 	log "echo backend did not start"
 	exit 1
 }
@@ -205,13 +199,13 @@ limits {
   ping_interval                = "0"
 }
 route "/" {
-  backend = "ws://127.0.0.1:${PORT_B[wsgate]}/"
+  backend = "ws://127.0.0.1:$B_PLAIN/"
 }
 log {
   level = "warn"
 }
 EOF
-	sed -e "s/:${PORT_PLAIN[wsgate]}\"/:${PORT_PLAIN[wsgate-base]}\"/" -e "s/:${PORT_B[wsgate]}\//:${PORT_B[wsgate-base]}\//" -e "s/:${PORT_TLS[wsgate]}\"/:${PORT_TLS[wsgate-base]}\"/" \
+	sed -e "s/:${PORT_PLAIN[wsgate]}\"/:${PORT_PLAIN[wsgate-base]}\"/" -e "s/:${PORT_TLS[wsgate]}\"/:${PORT_TLS[wsgate-base]}\"/" \
 		"$W/wsgate.hcl" >"$W/wsgate-base.hcl"
 	cat >"$W/nginx.conf" <<EOF
 worker_processes 1;
@@ -236,7 +230,7 @@ http {
     ''      close;
   }
   upstream backend {
-    server 127.0.0.1:${PORT_B[nginx]};
+    server 127.0.0.1:$B_PLAIN;
   }
   server {
     listen 127.0.0.1:${PORT_PLAIN[nginx]} backlog=4096;
@@ -276,7 +270,7 @@ frontend fe
   bind 127.0.0.1:${PORT_TLS[haproxy]} ssl crt $W/haproxy.pem alpn http/1.1
   default_backend be
 backend be
-  server s1 127.0.0.1:${PORT_B[haproxy]} maxconn $hmax
+  server s1 127.0.0.1:$B_PLAIN maxconn $hmax
 EOF
 	cat >"$W/Caddyfile" <<EOF
 {
@@ -289,12 +283,12 @@ EOF
 }
 http://:${PORT_PLAIN[caddy]} {
   bind 127.0.0.1
-  reverse_proxy 127.0.0.1:${PORT_B[caddy]}
+  reverse_proxy 127.0.0.1:$B_PLAIN
 }
 https://:${PORT_TLS[caddy]} {
   bind 127.0.0.1
   tls $W/cert.pem $W/key.pem
-  reverse_proxy 127.0.0.1:${PORT_B[caddy]}
+  reverse_proxy 127.0.0.1:$B_PLAIN
 }
 EOF
 }
@@ -396,22 +390,6 @@ run_row() {
 	fi
 }
 
-# wait_ports waits (up to 70 s) until the target's backend port has room for n more
-# connections: the target's earlier rows leave their backend connections in TIME_WAIT (at
-# either end, all on loopback) for 60 s.
-wait_ports() {
-	local n=$1 port=$2 lo hi free tw waited=0
-	read -r lo hi </proc/sys/net/ipv4/ip_local_port_range
-	while :; do
-		tw=$(ss -Htan state time-wait "( dport = :$port or sport = :$port )" 2>/dev/null | wc -l)
-		free=$((hi - lo + 1 - tw))
-		((free >= n + 2000 || waited >= 70)) && break
-		((waited == 0)) && log "waiting for ports: $tw backend connections in TIME_WAIT, $free ports free, $n needed"
-		sleep 5
-		waited=$((waited + 5))
-	done
-}
-
 # ---- matrix: rows outside, targets interleaved inside, each target started fresh per row -----
 : >"$W/results.jsonl"
 log "rows: $ROWS; targets: $TARGETS; duration $DUR; idle $IDLE_N"
@@ -421,7 +399,6 @@ for row in $ROWS; do
 			echo "{\"label\":\"$row $t\",\"skipped\":\"${UNAVAILABLE[$t]}\"}" >>"$W/results.jsonl"
 			continue
 		fi
-		case $row in idle | idlewss) [[ $t != direct ]] && wait_ports "$IDLE_N" "${PORT_B[$t]}" ;; esac
 		if ! start_target "$t"; then
 			echo "{\"label\":\"$row $t\",\"skipped\":\"did not start\"}" >>"$W/results.jsonl"
 			continue

@@ -3,7 +3,7 @@
 // back with the same opcode and FIN bit (so fragmented messages come back fragmented the same
 // way), answers pings, and returns the close frame it receives.
 //
-//	go run ./bench/echo -addr 127.0.0.1:8001[,127.0.0.1:8002...] [-tls-addr 127.0.0.1:8444 -cert c.pem -key k.pem]
+//	go run ./bench/echo -addr 127.0.0.1:8001 [-tls-addr 127.0.0.1:8444 -cert c.pem -key k.pem]
 package main
 
 import (
@@ -15,7 +15,6 @@ import (
 	"log"
 	"net"
 	"os"
-	"strings"
 	"sync"
 
 	"github.com/gobwas/ws"
@@ -24,20 +23,18 @@ import (
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 4096); return &b }}
 
 func main() {
-	addr := flag.String("addr", "127.0.0.1:8001", "plain ws:// listen address, or several separated by commas")
+	addr := flag.String("addr", "127.0.0.1:8001", "plain ws:// listen address")
 	tlsAddr := flag.String("tls-addr", "", "optional wss:// listen address (needs -cert, -key)")
 	cert := flag.String("cert", "", "PEM certificate for -tls-addr")
 	key := flag.String("key", "", "PEM key for -tls-addr")
 	flag.Parse()
 
-	for _, a := range strings.Split(*addr, ",") {
-		ln, err := net.Listen("tcp", a)
-		if err != nil {
-			log.Fatal(err)
-		}
-		go serve(ln)
-		fmt.Printf("listening on %s\n", ln.Addr())
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		log.Fatal(err)
 	}
+	go serve(ln)
+	fmt.Printf("listening on %s\n", ln.Addr())
 	if *tlsAddr != "" {
 		kp, err := tls.LoadX509KeyPair(*cert, *key)
 		if err != nil {
