@@ -87,6 +87,7 @@ func dial(dc *dialConfig, localIP net.IP) (*conn, error) {
 	d := net.Dialer{Timeout: dc.Timeout}
 	if localIP != nil {
 		d.LocalAddr = &net.TCPAddr{IP: localIP}
+		d.Control = bindNoPort
 	}
 	nc, err := d.Dial("tcp", dc.target())
 	if err != nil {
