@@ -129,17 +129,13 @@ func serve(cfg *config.Config, log *slog.Logger, path string, started func(*gate
 	m.SetCertificateSource(g.CertExpiry)
 	m.ConfigLoaded(cfg.Hash)
 	// Give freed heap back to the OS when a burst of connections is over.
-	trimDone := make(chan struct{})
-	go func() {
-		defer close(trimDone)
-		memtrim.Run(ctx, memtrim.Options{OnTrim: func(released uint64, took time.Duration) {
-			m.MemoryTrimmed(released)
-			log.Debug("memory trimmed", "released_bytes", released, "took", took.String())
-		}})
-	}()
+	waitTrim := memtrim.Start(ctx, memtrim.Options{OnTrim: func(released uint64, took time.Duration) {
+		m.MemoryTrimmed(released)
+		log.Debug("memory trimmed", "released_bytes", released, "took", took.String())
+	}})
 	defer func() {
 		cancel()
-		<-trimDone
+		waitTrim()
 	}()
 	o := &ops{path: path, log: log, g: g, m: m}
 	adminOpts := admin.Options{Metrics: m.Handler(), Ready: g.Ready, Logger: log}

@@ -192,8 +192,8 @@ func (l *parkingLot) poll() {
 			if s := wk.s; s.parked.CompareAndSwap(true, false) {
 				l.woken()
 				go s.pair.resume(s)
-			} else if wk.hup {
-				s.shutdownSeen()
+			} else if wk.hup && s.w.raw != nil {
+				s.shutdownSeen() // a plain side relaying (TLS sides are only ever parked here)
 			}
 			wake[i] = wakeup{}
 		}

@@ -79,14 +79,10 @@ func serveMain(args []string) {
 		debug.SetGCPercent(50)
 	}
 	trimCtx, stopTrim := context.WithCancel(context.Background())
-	trimDone := make(chan struct{})
-	go func() {
-		defer close(trimDone)
-		memtrim.Run(trimCtx, memtrim.Options{})
-	}()
+	waitTrim := memtrim.Start(trimCtx, memtrim.Options{})
 	defer func() {
 		stopTrim()
-		<-trimDone
+		waitTrim()
 	}()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

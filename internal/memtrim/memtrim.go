@@ -35,6 +35,17 @@ const (
 	releasedMetric = "/memory/classes/heap/released:bytes"
 )
 
+// Start runs Run in a goroutine of its own and returns a function that waits for it to end
+// (after ctx is done).
+func Start(ctx context.Context, o Options) (wait func()) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		Run(ctx, o)
+	}()
+	return func() { <-done }
+}
+
 // Run trims until ctx is done.
 func Run(ctx context.Context, o Options) {
 	if o.Interval <= 0 {
