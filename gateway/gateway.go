@@ -167,8 +167,9 @@ func (g *Gateway) ActiveConnections() int {
 }
 
 // Reload switches to cfg: new handshakes use its routes and limits at once, open connections
-// keep the settings they started with, listeners whose address changed are rebound (the new
-// one first), and removed listeners stop accepting. No open connection is touched.
+// keep the settings they started with, listeners whose address (or http_address) changed are
+// rebound (the new one first, so a failed bind changes nothing), and removed listeners stop
+// accepting. No open connection is touched.
 func (g *Gateway) Reload(cfg *config.Config) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -181,16 +182,36 @@ func (g *Gateway) Reload(cfg *config.Config) error {
 	}
 	// Bind what is new or moved before anything is closed, so a failed bind changes nothing.
 	var fresh []*listener
+	httpMoved := make(map[*listener]net.Listener) // kept listeners whose http_address moved
+	undo := func() {
+		for _, f := range fresh {
+			f.close()
+		}
+		for _, ln := range httpMoved {
+			if ln != nil {
+				ln.Close()
+			}
+		}
+	}
 	for _, lc := range cfg.Listeners {
 		old := g.listeners[lc.Name]
 		if old != nil && old.cfg.Load().Address == lc.Address && (old.tls.Load() != nil) == (lc.TLS != nil) {
+			if from, to := httpAddress(old.cfg.Load()), httpAddress(lc); from != to {
+				var ln net.Listener
+				if to != "" {
+					var err error
+					if ln, err = net.Listen("tcp", to); err != nil {
+						undo()
+						return fmt.Errorf("listener %q http_address: %w", lc.Name, err)
+					}
+				}
+				httpMoved[old] = ln
+			}
 			continue
 		}
 		l, err := g.listen(lc)
 		if err != nil {
-			for _, f := range fresh {
-				f.close()
-			}
+			undo()
 			return err
 		}
 		fresh = append(fresh, l)
@@ -207,6 +228,9 @@ func (g *Gateway) Reload(cfg *config.Config) error {
 				g.reloadTLSFailed(old, lc, st, err, cfg.Limits.HandshakeTimeout)
 			}
 		}
+		if ln, moved := httpMoved[old]; moved {
+			g.moveHTTP(old, ln)
+		}
 		old.cfg.Store(lc)
 	}
 	for _, l := range fresh {
@@ -219,6 +243,14 @@ func (g *Gateway) Reload(cfg *config.Config) error {
 	g.cfg.Store(cfg)
 	g.routes.Store(newRouter(cfg.Routes, g.relayOptions))
 	return nil
+}
+
+// httpAddress is lc's http_address, or "" for none.
+func httpAddress(lc *config.Listener) string {
+	if lc.TLS == nil {
+		return ""
+	}
+	return lc.TLS.HTTPAddress
 }
 
 // reloadTLSFailed handles a TLS provider that could not apply lc's tls block: when the

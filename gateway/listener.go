@@ -77,13 +77,40 @@ func (g *Gateway) listen(lc *config.Listener) (_ *listener, err error) {
 	}
 	l.tls.Store(&tlsState{p: p, cfg: p.TLSConfig()})
 	if l.httpLn != nil {
-		// The current provider answers: a reload may replace it.
-		h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			l.tls.Load().p.HTTPHandler().ServeHTTP(w, r)
-		})
-		l.http = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+		l.http = l.httpServer()
 	}
 	return l, nil
+}
+
+// httpServer is the server of l's http_address. The current provider answers: a reload may
+// replace it.
+func (l *listener) httpServer() *http.Server {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		l.tls.Load().p.HTTPHandler().ServeHTTP(w, r)
+	})
+	return &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+}
+
+// moveHTTP replaces l's http_address listener with ln (nil: none any more), bound by the
+// caller. Called with the gateway's mu held.
+func (g *Gateway) moveHTTP(l *listener, ln net.Listener) {
+	if l.http != nil {
+		l.http.Close()
+	}
+	l.http, l.httpLn = nil, ln
+	if ln != nil {
+		l.http = l.httpServer()
+		g.serveHTTP(l)
+	}
+	g.log.Info("http_address moved", "listener", l.name, "address", addrOf(ln))
+}
+
+// addrOf is ln's address, or "" for none.
+func addrOf(ln net.Listener) string {
+	if ln == nil {
+		return ""
+	}
+	return ln.Addr().String()
 }
 
 // retire closes p, a provider the listener no longer serves, after grace (so handshakes begun
@@ -103,13 +130,19 @@ func (g *Gateway) serve(l *listener) {
 	g.wg.Add(1)
 	go g.acceptLoop(l)
 	if l.http != nil {
-		g.wg.Add(1)
-		go func() {
-			defer g.wg.Done()
-			l.http.Serve(l.httpLn)
-		}()
+		g.serveHTTP(l)
 	}
 	g.log.Info("listening", "listener", l.name, "address", l.ln.Addr().String(), "tls", l.tls.Load() != nil)
+}
+
+// serveHTTP serves l's http_address until its server is closed.
+func (g *Gateway) serveHTTP(l *listener) {
+	srv, ln := l.http, l.httpLn
+	g.wg.Add(1)
+	go func() {
+		defer g.wg.Done()
+		srv.Serve(ln)
+	}()
 }
 
 func (g *Gateway) acceptLoop(l *listener) {

@@ -3,6 +3,8 @@ package gateway_test
 import (
 	"crypto/tls"
 	"fmt"
+	"net"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -96,4 +98,93 @@ func TestReloadRecreatesTLS(t *testing.T) {
 	} else {
 		c.Close()
 	}
+}
+
+// TestReloadMovesHTTPAddress: a reload that changes only a TLS listener's http_address moves
+// that listener (the https redirect answers on the new port, the old port refuses), removing
+// it closes the port, and a new address that cannot be bound fails the reload with nothing
+// changed. The wss listener itself is never rebound.
+func TestReloadMovesHTTPAddress(t *testing.T) {
+	b := newBackend(t)
+	cert, key := selfSigned(t)
+	freePort := func() string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		return ln.Addr().String()
+	}
+	cfg := func(httpAddr string) string {
+		extra := ""
+		if httpAddr != "" {
+			extra = fmt.Sprintf("http_address = %q", httpAddr)
+		}
+		listen := fmt.Sprintf(`listen "pub" {
+  address = "127.0.0.1:0"
+  tls {
+    cert_file = %q
+    key_file  = %q
+    %s
+  }
+}`, cert, key, extra)
+		return strings.Replace(baseConfig(b.addr(), "", ""), `listen "pub" { address = "127.0.0.1:0" }`, listen, 1)
+	}
+	hc := &http.Client{Timeout: 5 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	redirects := func(addr string) {
+		t.Helper()
+		resp, err := hc.Get("http://" + addr + "/chat?x=1")
+		if err != nil {
+			t.Fatalf("http_address %s: %v", addr, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusPermanentRedirect || !strings.HasPrefix(resp.Header.Get("Location"), "https://") {
+			t.Fatalf("http_address %s: %d Location %q, want 308 to https", addr, resp.StatusCode, resp.Header.Get("Location"))
+		}
+	}
+	refuses := func(addr string) {
+		t.Helper()
+		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+			c.Close()
+			t.Fatalf("%s still accepts connections", addr)
+		}
+	}
+
+	a1, a2 := freePort(), freePort()
+	g := startGateway(t, cfg(a1))
+	wss := g.Addr("pub").String()
+	redirects(a1)
+
+	if err := g.Reload(mustParse(t, cfg(a2))); err != nil {
+		t.Fatal(err)
+	}
+	redirects(a2)
+	refuses(a1)
+	if got := g.Addr("pub").String(); got != wss {
+		t.Fatalf("the wss listener moved from %s to %s", wss, got)
+	}
+	if !strings.Contains(g.log.String(), `"msg":"http_address moved"`) {
+		t.Fatalf("no log line for the move:\n%s", g.log.String())
+	}
+
+	// A new address that is taken: the reload fails and a2 keeps answering.
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	if err := g.Reload(mustParse(t, cfg(busy.Addr().String()))); err == nil || !strings.Contains(err.Error(), "http_address") {
+		t.Fatalf("reload onto a taken http_address: %v, want an http_address error", err)
+	}
+	redirects(a2)
+
+	// Removed, then back.
+	if err := g.Reload(mustParse(t, cfg(""))); err != nil {
+		t.Fatal(err)
+	}
+	refuses(a2)
+	if err := g.Reload(mustParse(t, cfg(a1))); err != nil {
+		t.Fatal(err)
+	}
+	redirects(a1)
 }

@@ -93,6 +93,15 @@ func TestDecide(t *testing.T) {
 	if !errors.Is(err, ErrRecreate) {
 		t.Errorf("CA change: %v, want ErrRecreate", err)
 	}
+	// The HTTP-01 solver is built for the http_address's port.
+	err = m.Reload(&config.TLS{
+		ACME:        &config.ACME{CA: "https://127.0.0.1:1/dir", Storage: m.acme.settings.Storage},
+		OnDemand:    &config.OnDemand{Allow: []string{"only.test"}},
+		HTTPAddress: "127.0.0.1:8080",
+	})
+	if !errors.Is(err, ErrRecreate) || !strings.Contains(err.Error(), "http_address") {
+		t.Errorf("http_address change: %v, want ErrRecreate", err)
+	}
 	if !m.Ready() || len(m.Expiry()) != 0 {
 		t.Errorf("on-demand only: Ready %v Expiry %v", m.Ready(), m.Expiry())
 	}

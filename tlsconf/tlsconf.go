@@ -210,6 +210,10 @@ func (m *Manager) Reload(t *config.TLS) error {
 		return fmt.Errorf("%w: switched between files and acme", ErrRecreate)
 	}
 	if useACME {
+		if t.HTTPAddress != m.cur.HTTPAddress {
+			// The HTTP-01 solver was built for the old address's port.
+			return fmt.Errorf("%w: http_address changed", ErrRecreate)
+		}
 		if err := m.acme.reload(t); err != nil {
 			return err
 		}
