@@ -1,3 +1,5 @@
+//go:build unix
+
 package proxy
 
 import (
@@ -15,6 +17,9 @@ import (
 // hand it to another and switch back afterwards (futex wake-ups and context switches per
 // message that nginx does not pay). Waiting, deadlines and closing stay with Go's poller:
 // the calls run inside syscall.RawConn callbacks.
+
+// rawIOSupported: plain sockets are read and written with raw syscalls here.
+const rawIOSupported = true
 
 // rawRead reads once from fd without blocking: errBlocked when there is nothing yet.
 func rawRead(fd int, p []byte) (int, error) {
@@ -85,14 +90,4 @@ func rawWriteAll(raw syscall.RawConn, b []byte) (int, error) {
 	w.b, w.err = nil, nil
 	rawWriterPool.Put(w)
 	return n, err
-}
-
-// write writes all of b to s (its write deadline applies). Called with s.wmu held.
-func (s *side) write(b []byte) error {
-	if s.w.raw == nil {
-		_, err := s.conn.Write(b)
-		return err
-	}
-	_, err := rawWriteAll(s.w.raw, b)
-	return err
 }

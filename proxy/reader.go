@@ -107,7 +107,7 @@ func (s *side) initWaiter(c net.Conn) {
 		return
 	}
 	raw.Control(func(fd uintptr) { w.fd = int32(fd) })
-	if !w.isTLS {
+	if !w.isTLS && rawIOSupported {
 		w.raw = raw
 		w.fn = s.readable
 	}

@@ -796,6 +796,16 @@ func (p *Pair) writeData(dst *side, b []byte) bool {
 	return true
 }
 
+// write writes all of b to s (its write deadline applies). Called with s.wmu held.
+func (s *side) write(b []byte) error {
+	if s.w.raw == nil {
+		_, err := s.conn.Write(b)
+		return err
+	}
+	_, err := rawWriteAll(s.w.raw, b)
+	return err
+}
+
 // armWriteDeadline keeps a write deadline between 3/4 and 1 WriteTimeout ahead without
 // resetting it on every write. Called with wmu held.
 func (p *Pair) armWriteDeadline(s *side) {

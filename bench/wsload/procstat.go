@@ -5,22 +5,12 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 )
 
 // clkTck is USER_HZ, the unit of utime/stime in /proc/PID/stat. It is 100 on every Linux
 // architecture Go supports.
 const clkTck = 100
-
-// selfCPU returns this process's user+system CPU time so far.
-func selfCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
 
 // procCPU returns the summed user+system CPU time of pids from /proc/PID/stat.
 func procCPU(pids []int) (time.Duration, error) {

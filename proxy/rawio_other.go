@@ -1,0 +1,16 @@
+//go:build !unix
+
+package proxy
+
+import (
+	"errors"
+	"syscall"
+)
+
+// rawIOSupported: without Unix syscalls, every side is read and written through its net.Conn
+// (initWaiter leaves waiter.raw nil), so the functions below are never called.
+const rawIOSupported = false
+
+func rawRead(int, []byte) (int, error) { return 0, errors.ErrUnsupported }
+
+func rawWriteAll(syscall.RawConn, []byte) (int, error) { return 0, errors.ErrUnsupported }
