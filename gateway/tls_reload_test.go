@@ -19,17 +19,7 @@ import (
 func TestReloadRecreatesTLS(t *testing.T) {
 	b := newBackend(t)
 	cert, key := selfSigned(t)
-	cfg := func(tlsExtra, certFile string) string {
-		listen := fmt.Sprintf(`listen "pub" {
-  address = "127.0.0.1:0"
-  tls {
-    cert_file = %q
-    key_file  = %q
-    %s
-  }
-}`, certFile, key, tlsExtra)
-		return strings.Replace(baseConfig(b.addr(), "", ""), `listen "pub" { address = "127.0.0.1:0" }`, listen, 1)
-	}
+	cfg := func(tlsExtra, certFile string) string { return tlsFileConfig(b.addr(), certFile, key, tlsExtra) }
 	g := startGateway(t, cfg(`min_version = "1.2"`, cert))
 	url := "wss://" + g.Addr("pub").String() + "/echo"
 	dial := func(tc *tls.Config) (*websocket.Conn, error) {
@@ -120,15 +110,7 @@ func TestReloadMovesHTTPAddress(t *testing.T) {
 		if httpAddr != "" {
 			extra = fmt.Sprintf("http_address = %q", httpAddr)
 		}
-		listen := fmt.Sprintf(`listen "pub" {
-  address = "127.0.0.1:0"
-  tls {
-    cert_file = %q
-    key_file  = %q
-    %s
-  }
-}`, cert, key, extra)
-		return strings.Replace(baseConfig(b.addr(), "", ""), `listen "pub" { address = "127.0.0.1:0" }`, listen, 1)
+		return tlsFileConfig(b.addr(), cert, key, extra)
 	}
 	hc := &http.Client{Timeout: 5 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	redirects := func(addr string) {
@@ -187,4 +169,18 @@ func TestReloadMovesHTTPAddress(t *testing.T) {
 		t.Fatal(err)
 	}
 	redirects(a1)
+}
+
+// tlsFileConfig is baseConfig with listener "pub" serving wss:// from certFile and keyFile,
+// with tlsExtra added to its tls block.
+func tlsFileConfig(backend, certFile, keyFile, tlsExtra string) string {
+	listen := fmt.Sprintf(`listen "pub" {
+  address = "127.0.0.1:0"
+  tls {
+    cert_file = %q
+    key_file  = %q
+    %s
+  }
+}`, certFile, keyFile, tlsExtra)
+	return strings.Replace(baseConfig(backend, "", ""), `listen "pub" { address = "127.0.0.1:0" }`, listen, 1)
 }
