@@ -34,7 +34,7 @@ func tcpPair(t testing.TB) (a, b *net.TCPConn) {
 // down straight away (no close frame) makes the gateway send 1001 "client gone" to the backend
 // at once. The data and the FIN often arrive in one readiness event, and the relay does not
 // read again after a short read; the parking lot's shutdown watch must tell it, or the FIN
-// waits for the next park deadline (a second). Over TCP and Unix sockets, 20 times each, with
+// waits until the sweep asks the side to park (a second or more). Over TCP and Unix sockets, 20 times each, with
 // the side relaying (hot) or just woken from the parking lot.
 func TestFinWithLastDataSeenAtOnce(t *testing.T) {
 	if !parkingSupported {

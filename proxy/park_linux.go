@@ -18,10 +18,16 @@ import (
 // the relay trusts a short read to mean "drained" (it does not read again to see EAGAIN), and
 // the runtime's poller does not say when the readiness it woke a pump for also carried the
 // peer's FIN. The lot tells the pump instead (shutdownSeen): without it, a FIN that arrives
-// together with the last data would be noticed only at the next park deadline.
+// together with the last data would be noticed only when the sweep asks the side to park.
 //
 // The poller runs only while a side is in the set: it ends when the last one is forgotten and
 // is started again by the next.
+//
+// The lot also decides when a hot side (one with data flowing, its pump waiting in the
+// runtime's poller) has been idle long enough to park: a sweep every parkAfter/2 looks at
+// each hot side's seen flag, and asks a side that had no data for parkSweeps sweeps in a row
+// to park, by a read deadline in the past. A busy side costs the sweep one flag test, and
+// never a timer or a wake-up of its own.
 type parkingLot struct {
 	mu      sync.Mutex
 	file    *os.File // the epoll descriptor, wrapped so the poller can wait on it
@@ -32,7 +38,23 @@ type parkingLot struct {
 	parked  int   // sides parked now
 	watched int   // sides in the epoll set (parked or watched for shutdown)
 	slots   []*side
+
+	hot      []*side     // hot sides, in no order (side.hotSlot is 1 + the index)
+	sweeper  *time.Timer // runs sweep; armed while hot is not empty
+	sweeping bool        // sweeper is armed or running
+	requests uint64      // park requests made (for tests)
+	ended    []*Pair     // sweep's scratch: pairs that ended while it asked their sides to park
 }
+
+// Sweep timing: a side is asked to park after parkSweeps sweeps in a row without data, 1 to
+// 1.5 parkAfter after its last data.
+const (
+	sweepEvery = parkAfter / 2
+	parkSweeps = 2
+	// sweepChunk bounds how many sides a sweep looks at before it lets parks and wakes take
+	// the lock.
+	sweepChunk = 512
+)
 
 var lot parkingLot
 
@@ -71,13 +93,102 @@ func (l *parkingLot) park(s *side) bool {
 	return true
 }
 
-// watchShutdown registers plain side s, now relaying, for the peer's shutdown or a socket
-// error only (see shutdownSeen). Best effort: if the socket cannot be watched, a FIN that
-// comes with data is found at the next park deadline.
-func (l *parkingLot) watchShutdown(s *side) {
+// addHot puts side s, now relaying, on the sweep. A plain side is also registered for the
+// peer's shutdown or a socket error only (see shutdownSeen); best effort: if the socket cannot
+// be watched, a FIN that comes with data is found when the sweep asks the side to park.
+func (l *parkingLot) addHot(s *side) {
 	l.mu.Lock()
-	l.watch(s, syscall.EPOLLRDHUP|epollET)
+	if s.w.raw != nil {
+		l.watch(s, syscall.EPOLLRDHUP|epollET)
+	}
+	if s.hotSlot == 0 {
+		l.hot = append(l.hot, s)
+		s.hotSlot = int32(len(l.hot))
+	}
+	s.idleSweeps = 0
+	s.parkReq.Store(false)
+	s.markSeen()
+	if !l.sweeping {
+		l.sweeping = true
+		if l.sweeper == nil {
+			l.sweeper = time.AfterFunc(sweepEvery, l.sweep)
+		} else {
+			l.sweeper.Reset(sweepEvery)
+		}
+	}
 	l.mu.Unlock()
+}
+
+// dropHot takes s off the sweep (it parks, or its pump ends).
+func (l *parkingLot) dropHot(s *side) {
+	l.mu.Lock()
+	l.unhot(s)
+	l.mu.Unlock()
+}
+
+// unhot removes s from hot. Called with mu held.
+func (l *parkingLot) unhot(s *side) {
+	i := int(s.hotSlot) - 1
+	if i < 0 {
+		return
+	}
+	last := len(l.hot) - 1
+	if i != last {
+		l.hot[i] = l.hot[last]
+		l.hot[i].hotSlot = int32(i + 1)
+	}
+	l.hot[last] = nil
+	l.hot = l.hot[:last]
+	s.hotSlot = 0
+}
+
+// sweep looks at every hot side: one with no data for parkSweeps sweeps in a row is asked to
+// park (its pump wakes on a read deadline in the past and parks if nothing came meanwhile and
+// no frame is half read). A side whose request was lost to a race is asked again at the next
+// sweep. The sweep rearms itself while hot sides remain.
+func (l *parkingLot) sweep() {
+	l.mu.Lock()
+	for i := 0; i < len(l.hot); i++ {
+		if i > 0 && i%sweepChunk == 0 {
+			l.mu.Unlock() // sides that move meanwhile may be looked at twice or not at all
+			l.mu.Lock()
+			if i >= len(l.hot) {
+				break
+			}
+		}
+		s := l.hot[i]
+		if s.seen.Load() {
+			s.seen.Store(false)
+			s.idleSweeps = 0
+			continue
+		}
+		if s.idleSweeps < parkSweeps {
+			s.idleSweeps++
+		}
+		if s.idleSweeps < parkSweeps || s.pair.ended.Load() {
+			continue // an ended pair's read deadline is finish's linger
+		}
+		s.parkReq.Store(true)
+		s.conn.SetReadDeadline(time.Unix(1, 0))
+		l.requests++
+		if s.pair.ended.Load() {
+			l.ended = append(l.ended, s.pair)
+		}
+	}
+	ended := l.ended
+	l.ended = nil
+
+	if len(l.hot) > 0 {
+		l.sweeper.Reset(sweepEvery)
+	} else {
+		l.sweeping = false
+	}
+	l.mu.Unlock()
+	// finish ran between the ended check and the deadline: put its linger deadline back.
+	for _, p := range ended {
+		p.restoreLinger(&p.client)
+		p.restoreLinger(&p.backend)
+	}
 }
 
 // watch adds s's socket to the epoll set, or changes its events, and starts the poller if
@@ -126,12 +237,19 @@ func (l *parkingLot) woken() {
 	l.mu.Unlock()
 }
 
-// forget drops s's slot when its pump has ended for good; the last one stops the poller.
+// forget drops s's slot and takes it off the sweep when its pump has ended for good; the last
+// one stops the poller.
 func (l *parkingLot) forget(s *side) {
+	if !s.registered && !s.hot {
+		return
+	}
+	s.hot = false
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.unhot(s)
 	if !s.registered {
 		return
 	}
-	l.mu.Lock()
 	if fd := int(s.w.fd); fd < len(l.slots) && l.slots[fd] == s {
 		l.slots[fd] = nil
 	}
@@ -140,7 +258,6 @@ func (l *parkingLot) forget(s *side) {
 	if l.watched == 0 && l.running {
 		l.file.SetReadDeadline(time.Unix(1, 0)) // the poller sees nothing watched and ends
 	}
-	l.mu.Unlock()
 }
 
 // Parked reports how many connection sides are parked now (no goroutine, no buffer).

@@ -12,7 +12,8 @@ const parkingSupported = false
 func (*parkingLot) park(*side) bool { return false }
 func (*parkingLot) forget(*side)    {}
 
-func (*parkingLot) watchShutdown(*side) {}
+func (*parkingLot) addHot(*side)  {}
+func (*parkingLot) dropHot(*side) {}
 
 // Parked reports how many connection sides are parked now: always 0 on this system.
 func Parked() int { return 0 }

@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"io"
-	"math"
 	"net"
 	"os"
 	"sync"
@@ -66,15 +65,12 @@ type waiter struct {
 	err error                 // read error met inside the callback, served by Read after the buffered bytes
 	fd  int32                 // the socket's descriptor, for parking; -1 when it cannot be parked
 
-	off, n uint16 // TLS: unserved bytes of one[off:n]
-	// wakes counts the reads that found data since the park deadline was armed (see
-	// Pair.relayReadable and Pair.waitData).
-	wakes uint16
-	one   [1]byte // TLS: the byte read by the last wait
-	isTLS bool
-	inCB  bool // Read is called from inside the callback: read the descriptor, never block
-	short bool // inCB: the last read did not fill what it was given (the socket is drained)
-	once  bool // inCB: return errNoData instead of waiting if the first read finds nothing
+	off, n uint16  // TLS: unserved bytes of one[off:n]
+	one    [1]byte // TLS: the byte read by the last wait
+	isTLS  bool
+	inCB   bool // Read is called from inside the callback: read the descriptor, never block
+	short  bool // inCB: the last read did not fill what it was given (the socket is drained)
+	once   bool // inCB: return errNoData instead of waiting if the first read finds nothing
 	// hup: the parking lot saw the peer's shutdown (or a socket error): a short read no
 	// longer means the socket is drained, read until EOF or EAGAIN.
 	hup atomic.Bool
@@ -149,10 +145,11 @@ func (s *side) readable(uintptr) bool {
 			return false
 		}
 		if w.once {
-			// Data after a start or a wake: the side is relaying now. Watch for a shutdown
-			// the runtime's poller will not report (see shutdownSeen).
+			// Data after a start or a wake: the side is relaying now. The lot's sweep
+			// watches it for idleness, and the lot for a shutdown the runtime's poller will
+			// not report (see shutdownSeen).
 			w.once = false
-			lot.watchShutdown(s)
+			p.armPark(s)
 		}
 		if err == bufio.ErrBufferFull {
 			// Cannot happen (relayFrames leaves only a frame that fits, partly read), but a
@@ -165,9 +162,7 @@ func (s *side) readable(uintptr) bool {
 			w.err, w.out = err, errSlow
 			return true
 		}
-		if w.wakes < math.MaxUint16 {
-			w.wakes++
-		}
+		s.markSeen()
 		switch p.relayFrames(s, p.other(s), true) {
 		case relayStop:
 			w.out = errStop
@@ -191,7 +186,7 @@ func (s *side) readable(uintptr) bool {
 // socket failed). The readiness that woke the pump may have carried the FIN along with data,
 // and a short read does not show it: s's reads go on to EOF from now on, and a pump waiting
 // in the runtime's poller is woken by a read deadline in the past (it reads again, as after
-// its park deadline).
+// a park request that finds data).
 //
 // Once the pair has ended, the read deadline is finish's linger deadline and stays so: the
 // drain reads to EOF (or that deadline) and must not be cut short, or unread bytes would make
@@ -232,8 +227,8 @@ func (s *side) try() error {
 
 // Read is what the pump's bufio.Reader reads. Inside the raw callback it makes one
 // non-blocking read(2). Otherwise it serves the byte a TLS wait read and the error a callback
-// met, then reads the connection; a read that times out on the park deadline (not a real
-// deadline) is retried.
+// met, then reads the connection; a read that times out on a park request or shutdown notice
+// (not a real deadline) is retried: a side in the middle of a frame is not idle.
 func (s *side) Read(p []byte) (int, error) {
 	w := &s.w
 	if w.inCB {
@@ -252,7 +247,11 @@ func (s *side) Read(p []byte) (int, error) {
 	}
 	for {
 		n, err := s.conn.Read(p)
-		if n == 0 && s.hot && errors.Is(err, os.ErrDeadlineExceeded) && s.pair.rearmPark(s) {
+		if n > 0 {
+			s.markSeen()
+		} else if s.hot && errors.Is(err, os.ErrDeadlineExceeded) && !s.pair.ended.Load() {
+			s.parkReq.Store(false)
+			s.pair.clearDeadline(s)
 			continue
 		}
 		return n, err

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"math"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -138,7 +137,7 @@ type side struct {
 	who  Side
 	role wsframe.Role // how frames read from this side are checked
 	mask bool         // frames written to this side are masked (the backend)
-	hot  bool         // owned by the pump: the park deadline is armed (see waitData)
+	hot  bool         // owned by the pump: the lot's sweep watches it (see armPark)
 
 	// Guarded by pair.mu.
 	recvClose bool
@@ -147,6 +146,21 @@ type side struct {
 	registered bool        // the socket is in the parking lot's epoll set; guarded by lot.mu
 	awaitPong  atomic.Bool // a keepalive ping is unanswered
 	parked     atomic.Bool // no pump runs: the parking lot or finish resumes it (CAS)
+
+	// The park sweep (park_linux.go): seen is set by the pump when it reads data and cleared
+	// by each sweep; parkReq is the sweep's request to park, after parkSweeps sweeps in a row
+	// found no data.
+	seen       atomic.Bool
+	parkReq    atomic.Bool
+	idleSweeps uint8 // guarded by lot.mu
+	hotSlot    int32 // guarded by lot.mu: 1 + the index in lot.hot; 0 when not there
+}
+
+// markSeen records that the pump read data (for the park sweep); a store only once per sweep.
+func (s *side) markSeen() {
+	if !s.seen.Load() {
+		s.seen.Store(true)
+	}
 }
 
 // Pair relays frames between a client and a backend connection. It is kept small: an idle
@@ -247,9 +261,6 @@ func (p *Pair) Start(done func(Result)) {
 // resume runs a parked side's pump again (its socket became readable, or the pair is ending).
 func (p *Pair) resume(s *side) {
 	if !p.ended.Load() {
-		if s.w.raw != nil {
-			lot.watchShutdown(s) // the one-shot registration that woke s is spent
-		}
 		p.armPark(s)
 	}
 	p.pumpTask(s)
@@ -364,8 +375,13 @@ func (p *Pair) pump(src, dst *side) (parked bool) {
 }
 
 // parkAfter is how long a side waits for data in the runtime's poller (a goroutine and its
-// stack) before it is parked (nothing but its structs): parked after 1 to 2 periods without
-// data. Data arriving for a parked side costs one epoll re-arm and a goroutine start.
+// stack) before it is parked (nothing but its structs): the lot's sweep, every parkAfter/2,
+// asks a side to park once parkSweeps sweeps in a row found no data, 1 to 1.5 parkAfter after
+// its last data. Data arriving for a parked side costs one epoll re-arm and a goroutine start.
+//
+// A side with data flowing has no timer of its own. A read deadline per side, re-armed when
+// it fired, woke every busy side once a second for nothing: 20% of the CPU with 8,000
+// connections at one message a second each (bench/README.md).
 const parkAfter = time.Second
 
 // errParked is what relayReadable and waitData report when the side was parked.
@@ -373,40 +389,34 @@ var errParked = errors.New("parked")
 
 // relayReadable relays a plain TCP side from inside the socket's read callback until it must
 // leave it (see relayRaw). A side that has just started or been woken tries one read and
-// parks at once if there is nothing (most new connections are idle first). A side with data
-// flowing waits in the runtime's poller with a park deadline armed: when a whole parkAfter
-// passes without data and nothing is buffered, it is parked.
+// parks at once if there is nothing (most new connections are idle first); once data has
+// come, it waits in the runtime's poller, hot, until the sweep asks it to park.
 func (p *Pair) relayReadable(src *side) error {
 	if p.ended.Load() || src.w.fd < 0 || !parkingSupported {
 		return src.relayRaw(false)
 	}
 	wait := func() error { return src.relayRaw(false) }
-	once := !src.hot
-	if once {
-		p.armPark(src)
-	}
 	for {
-		err := src.relayRaw(once)
-		once = false
+		err := src.relayRaw(!src.hot)
 		if err == errNoData {
 			return p.disarmAndPark(src, wait)
 		}
 		if !errors.Is(err, os.ErrDeadlineExceeded) || p.ended.Load() {
 			return err
 		}
-		if src.w.wakes > 0 || src.br != nil {
-			p.rearmPark(src) // data came, or a frame is half read: stay hot
-			continue
+		// A read deadline in the past: the sweep's park request, or the lot's notice of the
+		// peer's shutdown (the read goes on to EOF).
+		if p.parkRequested(src) {
+			return p.disarmAndPark(src, wait)
 		}
-		return p.disarmAndPark(src, wait) // a whole period without data
+		p.clearDeadline(src)
 	}
 }
 
 // waitData waits for a TLS side's next bytes without a read buffer, with the same parking
 // rules as relayReadable.
 func (p *Pair) waitData(src *side) error {
-	w := &src.w
-	if p.ended.Load() || w.fd < 0 || !parkingSupported {
+	if p.ended.Load() || src.w.fd < 0 || !parkingSupported {
 		return src.wait()
 	}
 	if !src.hot {
@@ -421,41 +431,41 @@ func (p *Pair) waitData(src *side) error {
 	for {
 		err := src.wait()
 		if err == nil {
-			if w.wakes < math.MaxUint16 {
-				w.wakes++
-			}
+			src.markSeen()
 			return nil
 		}
 		if !errors.Is(err, os.ErrDeadlineExceeded) || p.ended.Load() {
 			return err
 		}
-		if w.wakes > 0 {
-			p.rearmPark(src)
-			continue
+		if p.parkRequested(src) {
+			return p.disarmAndPark(src, src.wait)
 		}
-		return p.disarmAndPark(src, src.wait) // a whole period without data
+		p.clearDeadline(src)
 	}
 }
 
-// armPark arms src's park deadline parkAfter ahead.
+// armPark makes src hot: data is flowing, and the lot's sweep watches it for idleness (a
+// plain side is also watched for its peer's shutdown, see shutdownSeen).
 func (p *Pair) armPark(src *side) {
-	src.hot, src.w.wakes = true, 0
-	src.conn.SetReadDeadline(time.Now().Add(parkAfter))
+	src.hot = true
+	lot.addHot(src)
+}
+
+// parkRequested reports whether the sweep asked src to park and it still may: no data came
+// since, and no frame is half read.
+func (p *Pair) parkRequested(src *side) bool {
+	return src.parkReq.Swap(false) && !src.seen.Load() && src.br == nil
+}
+
+// clearDeadline clears a park request's or shutdown notice's read deadline (finish's linger
+// deadline stays).
+func (p *Pair) clearDeadline(src *side) {
+	src.conn.SetReadDeadline(time.Time{})
 	p.restoreLinger(src)
 }
 
-// rearmPark moves src's park deadline on after it passed while data was flowing; false if
-// the pair has ended (the deadline is then finish's).
-func (p *Pair) rearmPark(src *side) bool {
-	if p.ended.Load() {
-		return false
-	}
-	p.armPark(src)
-	return true
-}
-
 // restoreLinger puts back finish's read deadline if the pair ended while the pump was
-// changing the park deadline (finish sets ended before its deadlines, so one of the two
+// changing its read deadline (finish sets ended before its deadlines, so one of the two
 // writes comes last with the linger deadline).
 func (p *Pair) restoreLinger(src *side) {
 	if p.ended.Load() {
@@ -466,14 +476,16 @@ func (p *Pair) restoreLinger(src *side) {
 	}
 }
 
-// disarmAndPark clears src's park deadline and hands src to the parking lot: the pump's
+// disarmAndPark takes src off the sweep and hands it to the parking lot: the pump's
 // goroutine ends (errParked) and the lot starts a new one when the socket is readable. If
 // the pair has ended, or the socket cannot be watched, it waits in the runtime's poller
 // instead, with wait.
 func (p *Pair) disarmAndPark(src *side, wait func() error) error {
-	src.hot = false
-	src.conn.SetReadDeadline(time.Time{})
-	p.restoreLinger(src)
+	if src.hot {
+		src.hot = false
+		lot.dropHot(src)
+	}
+	p.clearDeadline(src)
 	p.mu.Lock()
 	if p.finished {
 		p.mu.Unlock()

@@ -1,0 +1,137 @@
+//go:build linux
+
+package proxy
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/wsgate/wsgate/wsframe"
+)
+
+// parkRequests is how many park requests the lot's sweep has made so far.
+func parkRequests() uint64 {
+	lockLot()
+	defer unlockLot()
+	return lot.requests
+}
+
+// skipFrame reads one frame's header and payload from c.
+func skipFrame(t *testing.T, c net.Conn) wsframe.Header {
+	t.Helper()
+	var hb [wsframe.MaxHeaderSize]byte
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	h, err := wsframe.ReadHeader(c, &hb)
+	if err != nil {
+		t.Errorf("read header: %v", err)
+		return h
+	}
+	if _, err := io.CopyN(io.Discard, c, h.Length); err != nil {
+		t.Errorf("read payload: %v", err)
+	}
+	return h
+}
+
+// TestSweepLeavesBusySidesAlone: sides with data every 100 ms, in small frames (relayed from
+// the read callback) or inside one large frame streamed slowly (blocking reads), are never
+// asked to park and never parked over 2.5 park periods; once the traffic stops, every side is
+// asked to park and parks 1 to 1.5 periods after its last data.
+func TestSweepLeavesBusySidesAlone(t *testing.T) {
+	if !parkingSupported {
+		t.Skip("no parking on this system")
+	}
+	defer goleak.VerifyNone(t)
+	const pairs = 20
+	tps := make([]*testPair, pairs)
+	for i := range tps {
+		tps[i] = startPair(t, Options{CloseTimeout: time.Second, WriteTimeout: 5 * time.Second})
+	}
+	defer func() {
+		for _, tp := range tps {
+			tp.close()
+			<-tp.done
+		}
+	}()
+	// The last pair streams one large frame to the backend, 1,000 bytes per tick: it is
+	// larger than the read buffer, so the pump reads it with blocking reads.
+	const tick = 100 * time.Millisecond
+	rounds := int(5 * parkAfter / 2 / tick)
+	big := tps[pairs-1]
+	bigPayload := bytes.Repeat([]byte("y"), 1000*rounds)
+	bigFrame := clientFrame(wsframe.OpBinary, bigPayload)
+	hdrLen := len(bigFrame) - len(bigPayload)
+
+	before := parkRequests()
+	var wg sync.WaitGroup
+	wg.Go(func() { // the large frame's reader
+		if h := skipFrame(t, big.backend); h.Length != int64(len(bigPayload)) {
+			t.Errorf("large frame arrived with length %d", h.Length)
+		}
+	})
+	start := time.Now()
+	for r := range rounds {
+		for _, tp := range tps[:pairs-1] {
+			tp.client.Write(clientFrame(wsframe.OpBinary, []byte("ping")))
+			tp.backend.Write(wsframe.AppendFrame(nil, wsframe.Header{Fin: true, Opcode: wsframe.OpText}, []byte("pong")))
+		}
+		for _, tp := range tps[:pairs-1] {
+			skipFrame(t, tp.backend)
+			skipFrame(t, tp.client)
+		}
+		chunk := bigFrame[hdrLen+1000*r : hdrLen+1000*(r+1)]
+		if r == 0 {
+			chunk = bigFrame[:hdrLen+1000]
+		}
+		big.client.Write(chunk)
+		big.backend.Write(wsframe.AppendFrame(nil, wsframe.Header{Fin: true, Opcode: wsframe.OpText}, []byte("pong")))
+		skipFrame(t, big.client)
+		for i, tp := range tps {
+			if tp.p.client.parked.Load() || tp.p.backend.parked.Load() {
+				t.Fatalf("round %d: pair %d has a side parked while its data flows", r, i)
+			}
+		}
+		time.Sleep(time.Until(start.Add(time.Duration(r+1) * tick)))
+	}
+	wg.Wait()
+	if n := parkRequests() - before; n != 0 {
+		t.Fatalf("the sweep asked busy sides to park %d times", n)
+	}
+
+	// Idle now: all sides park within 1.5 periods (plus scheduling slack), not before 1.
+	stopped := time.Now()
+	deadline := stopped.Add(parkAfter*3/2 + 500*time.Millisecond)
+	for {
+		all := true
+		for _, tp := range tps {
+			if !tp.p.client.parked.Load() || !tp.p.backend.parked.Load() {
+				all = false
+			}
+		}
+		if all {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sides not parked %v after their last data", time.Since(stopped))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if took := time.Since(stopped); took < parkAfter-tick {
+		t.Fatalf("sides parked %v after their last data, before a park period", took)
+	}
+	if n := parkRequests() - before; n < 2*pairs {
+		t.Fatalf("%d park requests for %d idle sides", n, 2*pairs)
+	}
+
+	// A parked side still relays.
+	tp := tps[0]
+	tp.client.Write(clientFrame(wsframe.OpBinary, []byte("again")))
+	if h := skipFrame(t, tp.backend); h.Length != 5 {
+		t.Fatalf("after parking: frame length %d", h.Length)
+	}
+}
