@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"math/rand/v2"
 	"runtime/debug"
 	"time"
 
@@ -10,16 +11,31 @@ import (
 // Keepalive and idle detection run on timers (no goroutine per connection while idle). Each
 // callback registers in timerWG while the pair is running, so Run returns only after every
 // callback has finished.
+//
+// Each pair's timers start at a random phase: connections opened together (a reconnect storm
+// after a deploy) would otherwise ping and check together for as long as they live, a burst
+// of work every period instead of an even load. The first ping comes 3/4 to 1 ping_interval
+// after the start, and the idle ticks are shifted by up to one tick (the close still comes 1
+// to 1.25 idle_timeout after the last data, the start counting as data).
 
 func (p *Pair) startTimers() {
 	p.timerMu.Lock()
 	defer p.timerMu.Unlock()
 	if d := p.opts.PingInterval; d > 0 {
-		p.pingTimer = time.AfterFunc(d, p.pingTick)
+		p.pingTimer = time.AfterFunc(d-jitter(d/4), p.pingTick)
 	}
 	if d := p.opts.IdleTimeout; d > 0 {
-		p.idleTimer = time.AfterFunc(d/idleTicks, p.idleTick)
+		p.active.Store(true)
+		p.idleTimer = time.AfterFunc(d/idleTicks-jitter(d/idleTicks), p.idleTick)
 	}
+}
+
+// jitter returns a random duration in [0, d), or 0 if d is not positive.
+func jitter(d time.Duration) time.Duration {
+	if d <= 0 {
+		return 0
+	}
+	return rand.N(d)
 }
 
 // stopTimers stops the timers and waits for callbacks and helper goroutines in flight.
