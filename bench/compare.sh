@@ -12,8 +12,11 @@
 #             wsgate built from BASE_REV, to measure a change against its baseline in one run
 #   BASE_REV  the git revision wsgate-base is built from (default HEAD: the last commit, so
 #             uncommitted work in "wsgate" is compared with what it changes)
-#   ROWS      rows to run (default: tp64 tp64k rate idle idlewss hswss tpwss; also ratewss)
+#   ROWS      rows to run (default: tp64 tp64k rate ratemany idle idlewss hswss tpwss; also
+#             ratewss)
 #   IDLE_N    idle connections (default 10000, lowered to fit the open-file limit)
+#   MANY_N    connections of the ratemany row, each sending 1 msg/s (default 8000, lowered
+#             like IDLE_N)
 #   REF       reference target for ratios (default nginx)
 #   PROXY_QUOTA  cap each target at this fraction of its core (e.g. 0.5; a cgroup CPU quota,
 #             10 ms period; needs root). The generator then has twice the proxy's CPU, so the
@@ -27,8 +30,9 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DUR=${DUR:-10s}
 [[ "${QUICK:-}" == 1 ]] && DUR=${QUICK_DUR:-3s}
 TARGETS=${TARGETS:-"direct wsgate nginx haproxy caddy"}
-ROWS=${ROWS:-"tp64 tp64k rate idle idlewss hswss tpwss"}
+ROWS=${ROWS:-"tp64 tp64k rate ratemany idle idlewss hswss tpwss"}
 IDLE_N=${IDLE_N:-10000}
+MANY_N=${MANY_N:-8000}
 REF=${REF:-nginx}
 PROXY_CPU=${PROXY_CPU:-0}
 GEN_CPU=${GEN_CPU:-1}
@@ -65,6 +69,9 @@ max_idle=$(((NOFILE - 200) / 2))
 if ((IDLE_N > max_idle)); then
 	log "open-file limit is $NOFILE (hard limit; raising it needs CAP_SYS_RESOURCE): idle rows use $max_idle connections instead of $IDLE_N"
 	IDLE_N=$max_idle
+fi
+if ((MANY_N > max_idle)); then
+	MANY_N=$max_idle
 fi
 
 # Ports below the ephemeral range, at a random base so parallel runs rarely collide.
@@ -367,6 +374,7 @@ run_row() {
 	tp64) args=(-mode throughput -url "$plain" -c 100 -window 8 -size 64 -d "$DUR") ;;
 	tp64k) args=(-mode throughput -url "$plain" -c 10 -window 4 -size 65536 -d "$DUR") ;;
 	rate) args=(-mode rate -url "$plain" -c 1000 -rate 20000 -size 128 -d "$DUR") ;;
+	ratemany) args=(-mode rate -url "$plain" -c "$MANY_N" -rate "$MANY_N" -size 128 -d "$DUR") ;;
 	idle) args=(-mode idle -url "$plain" -n "$IDLE_N" -settle 2s) ;;
 	idlewss) args=(-mode idle -url "$tls" -insecure -n "$IDLE_N" -settle 2s) ;;
 	hswss) args=(-mode handshake -url "$tls" -insecure -c 32 -d "$DUR") ;;

@@ -28,6 +28,7 @@ type run struct {
 	HSPerSec   float64   `json:"handshakes_per_s"`
 	BytesPer   float64   `json:"bytes_per_conn"`
 	Open       float64   `json:"open"`
+	Conns      float64   `json:"conns"`
 	AliveOK    float64   `json:"alive_ok"`
 	AliveChk   float64   `json:"alive_checked"`
 	Errors     float64   `json:"errors"`
@@ -76,6 +77,7 @@ var (
 	mHS     = metric{"handshakes/s", func(r *run) float64 { return r.HSPerSec }, ""}
 	mBytes  = metric{"bytes/conn (RSS)", func(r *run) float64 { return r.BytesPer }, ""}
 	mOpen   = metric{"conns open", func(r *run) float64 { return r.Open }, ""}
+	mConns  = metric{"conns", func(r *run) float64 { return r.Conns }, ""}
 	mAlive  = metric{"sample alive", func(r *run) float64 { return r.AliveOK }, ""}
 	mBehind = metric{"sends behind", func(r *run) float64 { return r.Behind }, ""}
 	mTCPU   = metric{"target CPU (cores)", func(r *run) float64 { return r.TargetCPU }, ""}
@@ -97,6 +99,7 @@ var rows = []struct {
 	{"tp64", "throughput 64 B × 100 conns × window 8", []metric{mMsgs, mMsgsPC, mP50, mP99, mP999, mTCPU, mGCPU, mOther, mErr}},
 	{"tp64k", "throughput 64 KiB × 10 conns × window 4", []metric{mMB, mMBPC, mMsgs, mP50, mP99, mP999, mTCPU, mGCPU, mOther, mErr}},
 	{"rate", "rate 20,000 msg/s × 128 B over 1,000 conns", []metric{mP50, mP99, mP999, mBehind, mTCPU, mGCPU, mOther, mErr}},
+	{"ratemany", "rate 1 msg/s per conn × 128 B over many conns", []metric{mConns, mP50, mP99, mP999, mBehind, mTCPU, mGCPU, mOther, mErr}},
 	{"idle", "idle ws://", []metric{mBytes, mOpen, mAlive, mErr}},
 	{"idlewss", "idle wss://", []metric{mBytes, mOpen, mAlive, mErr}},
 	{"hswss", "wss handshakes × 32 workers", []metric{mHS, mHSPC, mP50, mP99, mP999, mTCPU, mGCPU, mOther, mErr}},
