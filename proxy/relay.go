@@ -131,7 +131,7 @@ type side struct {
 
 	// Guarded by wmu: a frame's header and payload are written as one unit.
 	wmu       sync.Mutex
-	wdeadline int64 // the write deadline set last, in Unix nanoseconds
+	wdeadline time.Duration // the write deadline set last, on the monotonic clock (monoNow)
 	closeSent bool
 
 	who  Side
@@ -825,13 +825,19 @@ func (p *Pair) armWriteDeadline(s *side) {
 	if wt <= 0 {
 		return
 	}
-	now := time.Now()
-	if now.UnixNano()+int64(wt-wt/4) > s.wdeadline {
-		d := now.Add(wt)
-		s.wdeadline = d.UnixNano()
-		s.conn.SetWriteDeadline(d)
+	if now := monoNow(); now+wt-wt/4 > s.wdeadline {
+		s.wdeadline = now + wt
+		s.conn.SetWriteDeadline(time.Now().Add(wt))
 	}
 }
+
+// monoStart is the origin of monoNow.
+var monoStart = time.Now()
+
+// monoNow reads the monotonic clock only (time.Since of a time with a monotonic reading): one
+// clock read per call where time.Now makes two (wall and monotonic). For the per-write deadline
+// check.
+func monoNow() time.Duration { return time.Since(monoStart) }
 
 // writeControl writes one control frame to s. A close frame marks s closed for data; nothing
 // is written to s after a close. It reports whether the frame was written.

@@ -45,7 +45,7 @@ func BenchmarkRelaySocket(b *testing.B) { benchRelay(b, socketBenchPair) }
 func benchRelay(b *testing.B, newPair func(testing.TB, Options) (net.Conn, net.Conn, chan Result)) {
 	for _, size := range []int{64, 1 << 10, 16 << 10, 64 << 10} {
 		b.Run(fmt.Sprintf("%dB", size), func(b *testing.B) {
-			client, backend, done := newPair(b, Options{MaxFrameSize: 1 << 20, MaxMessageSize: 1 << 20, ValidateUTF8: false})
+			client, backend, done := newPair(b, Options{MaxFrameSize: 1 << 20, MaxMessageSize: 1 << 20, ValidateUTF8: false, WriteTimeout: 10 * time.Second})
 			const batch = 16
 			var frames []byte
 			for i := 0; i < batch; i++ {
