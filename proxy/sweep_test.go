@@ -4,6 +4,7 @@ package proxy
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"net"
 	"sync"
@@ -133,5 +134,34 @@ func TestSweepLeavesBusySidesAlone(t *testing.T) {
 	tp.client.Write(clientFrame(wsframe.OpBinary, []byte("again")))
 	if h := skipFrame(t, tp.backend); h.Length != 5 {
 		t.Fatalf("after parking: frame length %d", h.Length)
+	}
+}
+
+// BenchmarkSweep measures the sweep's cost per hot side with data flowing (the common case:
+// one flag test and clear), over sides spread in memory like real pairs.
+func BenchmarkSweep(b *testing.B) {
+	for _, n := range []int{1000, 100_000} {
+		b.Run(fmt.Sprintf("%d", n), func(b *testing.B) {
+			pairs := make([]*Pair, n)
+			for i := range pairs {
+				pairs[i] = &Pair{}
+				pairs[i].client.pair = pairs[i]
+			}
+			var l parkingLot
+			for _, p := range pairs {
+				l.hot = append(l.hot, &p.client)
+				p.client.hotSlot = int32(len(l.hot))
+			}
+			l.sweeper = time.NewTimer(time.Hour)
+			defer l.sweeper.Stop()
+			b.ResetTimer()
+			for range b.N {
+				for _, p := range pairs {
+					p.client.seen.Store(true)
+				}
+				l.sweep()
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/side")
+		})
 	}
 }
