@@ -177,7 +177,6 @@ func (l *parkingLot) sweep() {
 	}
 	ended := l.ended
 	l.ended = nil
-
 	if len(l.hot) > 0 {
 		l.sweeper.Reset(sweepEvery)
 	} else {
