@@ -23,7 +23,7 @@ func runIdle(o *options) (*result, error) {
 	}
 	meter := startCPU(o.pids)
 	t0 := time.Now()
-	conns, failed, firstErr := dialAll(dc, o.n, o.dialPar, o.perIP)
+	conns, failed, firstErr := dialAll(dc, o.n, o.dialPar, o.perIP, nil)
 	res.ConnectSeconds = time.Since(t0).Seconds()
 	res.ConnErrors = failed
 	if firstErr != nil {

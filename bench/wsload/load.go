@@ -23,15 +23,18 @@ type loadConn struct {
 	bad    uint64        // reader-owned: wrong length or opcode
 	werr   error
 	rerr   error
-	dead   atomic.Bool // reader has returned
+	dead   atomic.Bool   // reader has returned
+	tokens chan struct{} // throughput mode: free window slots (reader to writer)
 }
 
-func (lc *loadConn) readLoop(base time.Time, tokens chan struct{}, stopping *atomic.Bool) {
+// readLoop reads lc's echoes until an error, recording round trips on the messages' clock
+// (time since epoch), and hands freed window slots back to the writer through tokens.
+func (lc *loadConn) readLoop(epoch time.Time, tokens chan struct{}, stopping *atomic.Bool) {
 	defer lc.dead.Store(true)
 	pending := 0
 	for {
 		op, p, err := lc.c.readMessage()
-		now := time.Since(base)
+		now := time.Since(epoch)
 		if err != nil {
 			if !stopping.Load() || !isTimeout(err) {
 				lc.rerr = err
@@ -72,7 +75,7 @@ func isTimeout(err error) bool {
 
 // windowWriteLoop keeps up to len(tokens) messages in flight, batching every message it may send
 // into one Write.
-func (lc *loadConn) windowWriteLoop(base time.Time, tokens chan struct{}, stop <-chan struct{}) {
+func (lc *loadConn) windowWriteLoop(epoch time.Time, tokens chan struct{}, stop <-chan struct{}) {
 	payload := make([]byte, lc.size)
 	for i := msgHeader; i < len(payload); i++ {
 		payload[i] = byte(i)
@@ -98,7 +101,7 @@ func (lc *loadConn) windowWriteLoop(base time.Time, tokens chan struct{}, stop <
 		c.wmu.Lock()
 		b := c.wbuf[:0]
 		for i := 0; i < n; i++ {
-			putHeader(payload, seq, time.Since(base))
+			putHeader(payload, seq, time.Since(epoch))
 			seq++
 			b = c.appendFrame(b, opBinary, payload)
 		}
@@ -114,10 +117,10 @@ func (lc *loadConn) windowWriteLoop(base time.Time, tokens chan struct{}, stop <
 }
 
 // scheduledWriteLoop sends one message every interval starting at base+offset until end, stamping
-// each with its scheduled send time. A message whose actual send is later than scheduled still
+// each with its scheduled send time (on the messages' clock: shift + the time since base). A message whose actual send is later than scheduled still
 // carries the scheduled time, so the queueing delay is part of its measured latency (no
 // coordinated omission). Messages due together are written in one batch.
-func (lc *loadConn) scheduledWriteLoop(base time.Time, offset, interval, end, lagLimit time.Duration) {
+func (lc *loadConn) scheduledWriteLoop(base time.Time, shift, offset, interval, end, lagLimit time.Duration) {
 	payload := make([]byte, lc.size)
 	for i := msgHeader; i < len(payload); i++ {
 		payload[i] = byte(i)
@@ -142,7 +145,7 @@ func (lc *loadConn) scheduledWriteLoop(base time.Time, offset, interval, end, la
 			if late > lagLimit {
 				lc.behind++
 			}
-			putHeader(payload, seq, next)
+			putHeader(payload, seq, shift+next)
 			seq++
 			b = c.appendFrame(b, opBinary, payload)
 			next += interval
@@ -159,9 +162,10 @@ func (lc *loadConn) scheduledWriteLoop(base time.Time, offset, interval, end, la
 }
 
 // dialAll opens n connections with at most par dials in flight. Source addresses rotate in
-// blocks of perIP connections when dc.LocalAddrs is set. It returns the connections that
-// succeeded (in order, nil for failures) and the failures.
-func dialAll(dc *dialConfig, n, par, perIP int) ([]*conn, uint64, error) {
+// blocks of perIP connections when dc.LocalAddrs is set. opened, if not nil, is called with
+// each connection as soon as it is open (from the dialing goroutine). It returns the
+// connections that succeeded (in order, nil for failures) and the failures.
+func dialAll(dc *dialConfig, n, par, perIP int, opened func(i int, c *conn)) ([]*conn, uint64, error) {
 	conns := make([]*conn, n)
 	var failed atomic.Uint64
 	var firstErr error
@@ -195,6 +199,9 @@ func dialAll(dc *dialConfig, n, par, perIP int) ([]*conn, uint64, error) {
 					continue
 				}
 				conns[i] = c
+				if opened != nil {
+					opened(i, c)
+				}
 			}
 		}()
 	}
@@ -203,80 +210,94 @@ func dialAll(dc *dialConfig, n, par, perIP int) ([]*conn, uint64, error) {
 }
 
 // runLoad runs throughput (rate == 0) or rate mode.
+//
+// Each connection's reader starts as soon as the connection is open, so it answers the
+// target's keepalive pings while the other connections are still being opened (a gateway
+// with ping_interval shorter than the opening phase would otherwise close them for a missed
+// pong). Timestamps in messages count from epoch, taken before the first dial; the schedule
+// counts from base, taken when every connection is open.
 func runLoad(o *options) (*result, error) {
 	if o.size < msgHeader {
 		return nil, fmt.Errorf("-size must be at least %d (sequence number + timestamp)", msgHeader)
+	}
+	rateMode := o.mode == "rate"
+	if rateMode && o.rate <= 0 {
+		return nil, errors.New("-rate must be > 0")
+	}
+	if !rateMode && o.window < 1 {
+		return nil, errors.New("-window must be >= 1")
 	}
 	dc, err := o.dialConfig()
 	if err != nil {
 		return nil, err
 	}
-	conns, failed, firstErr := dialAll(dc, o.conns, o.dialPar, o.perIP)
+	epoch := time.Now()
+	var stopping atomic.Bool
+	var readers sync.WaitGroup
+	opened := make([]*loadConn, o.conns)
+	conns, failed, firstErr := dialAll(dc, o.conns, o.dialPar, o.perIP, func(i int, c *conn) {
+		lc := &loadConn{c: c, size: o.size}
+		if !rateMode {
+			lc.tokens = make(chan struct{}, o.window)
+			for j := 0; j < o.window; j++ {
+				lc.tokens <- struct{}{}
+			}
+		}
+		opened[i] = lc
+		readers.Add(1)
+		go func() {
+			defer readers.Done()
+			lc.readLoop(epoch, lc.tokens, &stopping)
+		}()
+	})
 	res := &result{Mode: o.mode, URL: o.url, Conns: o.conns, Size: o.size, ConnErrors: failed}
 	if firstErr != nil {
 		res.FirstError = firstErr.Error()
 	}
 	var lcs []*loadConn
-	for _, c := range conns {
+	for i, c := range conns {
 		if c != nil {
-			lcs = append(lcs, &loadConn{c: c, size: o.size})
+			lcs = append(lcs, opened[i])
 		}
 	}
-	if len(lcs) == 0 {
-		return res, fmt.Errorf("no connection could be opened: %v", firstErr)
-	}
 	defer func() {
+		stopping.Store(true)
 		for _, lc := range lcs {
 			lc.c.nc.Close()
 		}
+		readers.Wait()
 	}()
-	rateMode := o.mode == "rate"
+	if len(lcs) == 0 {
+		return res, fmt.Errorf("no connection could be opened: %v", firstErr)
+	}
 	var interval time.Duration
 	if rateMode {
-		if o.rate <= 0 {
-			return nil, errors.New("-rate must be > 0")
-		}
 		res.Rate = o.rate
 		interval = time.Duration(float64(len(lcs)) / o.rate * float64(time.Second))
 		if interval <= 0 {
 			return nil, errors.New("-rate too high for the connection count")
 		}
 	} else {
-		if o.window < 1 {
-			return nil, errors.New("-window must be >= 1")
-		}
 		res.Window = o.window
 	}
 
 	meter := startCPU(o.pids)
 	base := time.Now()
+	shift := base.Sub(epoch) // base on the messages' clock
 	stop := make(chan struct{})
-	var stopping atomic.Bool
-	var writers, readers sync.WaitGroup
+	var writers sync.WaitGroup
 	for i, lc := range lcs {
-		var tokens chan struct{}
-		if !rateMode {
-			tokens = make(chan struct{}, o.window)
-			for j := 0; j < o.window; j++ {
-				tokens <- struct{}{}
-			}
-		}
-		readers.Add(1)
-		go func() {
-			defer readers.Done()
-			lc.readLoop(base, tokens, &stopping)
-		}()
 		writers.Add(1)
 		if rateMode {
 			offset := interval * time.Duration(i) / time.Duration(len(lcs))
 			go func() {
 				defer writers.Done()
-				lc.scheduledWriteLoop(base, offset, interval, o.duration, o.lagLimit)
+				lc.scheduledWriteLoop(base, shift, offset, interval, o.duration, o.lagLimit)
 			}()
 		} else {
 			go func() {
 				defer writers.Done()
-				lc.windowWriteLoop(base, tokens, stop)
+				lc.windowWriteLoop(epoch, lc.tokens, stop)
 			}()
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -118,6 +119,76 @@ func TestRateOpenLoop(t *testing.T) {
 	// 400 msg/s for 0.3 s = 120 scheduled sends.
 	if res.Sent < 110 || res.Sent > 125 || res.Errors != 0 {
 		t.Fatalf("rate run: sent %d, errors %d (%+v)", res.Sent, res.Errors, res)
+	}
+}
+
+// TestPingsAnsweredWhileOpening: a target that pings each connection right after its upgrade
+// gets the pong at once, while wsload is still opening the other connections (the second
+// upgrade is held for a second), and wsload's latencies still count from the send times.
+func TestPingsAnsweredWhileOpening(t *testing.T) {
+	up := websocket.Upgrader{CheckOrigin: func(*http.Request) bool { return true }}
+	var mu sync.Mutex
+	var upgrades int
+	pongAfter := make(chan time.Duration, 2)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		upgrades++
+		second := upgrades == 2
+		mu.Unlock()
+		if second {
+			time.Sleep(time.Second)
+		}
+		c, err := up.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		sent := time.Now()
+		c.SetPongHandler(func(string) error {
+			pongAfter <- time.Since(sent)
+			return nil
+		})
+		if err := c.WriteControl(websocket.PingMessage, []byte("hi"), time.Now().Add(time.Second)); err != nil {
+			return
+		}
+		for {
+			op, msg, err := c.ReadMessage()
+			if err != nil {
+				return
+			}
+			if err := c.WriteMessage(op, msg); err != nil {
+				return
+			}
+		}
+	}))
+	t.Cleanup(srv.Close)
+	for _, mode := range []string{"throughput", "rate"} {
+		o := testOptions(srv, 2)
+		o.mode, o.rate, o.dialPar = mode, 100, 1
+		mu.Lock()
+		upgrades = 0
+		mu.Unlock()
+		res, err := runLoad(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Errors != 0 || res.Msgs == 0 {
+			t.Fatalf("%s: errors %d, msgs %d (%+v)", mode, res.Errors, res.Msgs, res)
+		}
+		// The opening phase took a second: latencies that counted from it would show it.
+		if res.P99 > 500_000 {
+			t.Fatalf("%s: p99 %v µs includes the opening phase", mode, res.P99)
+		}
+		for range 2 {
+			select {
+			case d := <-pongAfter:
+				if d > 500*time.Millisecond {
+					t.Fatalf("%s: a ping waited %v for its pong (the opening phase took 1 s)", mode, d)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatalf("%s: a ping was never answered", mode)
+			}
+		}
 	}
 }
 
