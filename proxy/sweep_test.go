@@ -76,7 +76,9 @@ func TestSweepLeavesBusySidesAlone(t *testing.T) {
 		}
 	})
 	start := time.Now()
+	var lateRound time.Duration // the most a round started behind its schedule
 	for r := range rounds {
+		lateRound = max(lateRound, time.Since(start.Add(time.Duration(r)*tick)))
 		for _, tp := range tps[:pairs-1] {
 			tp.client.Write(clientFrame(wsframe.OpBinary, []byte("ping")))
 			tp.backend.Write(wsframe.AppendFrame(nil, wsframe.Header{Fin: true, Opcode: wsframe.OpText}, []byte("pong")))
@@ -101,6 +103,11 @@ func TestSweepLeavesBusySidesAlone(t *testing.T) {
 	}
 	wg.Wait()
 	if n := parkRequests() - before; n != 0 {
+		if lateRound > 2*sweepEvery-2*tick {
+			// The test itself stalled long enough for a side to look idle to two sweeps (a
+			// gap of over 2 sweepEvery between its data).
+			t.Skipf("a traffic round started %v late; cannot judge %d park requests", lateRound, n)
+		}
 		t.Fatalf("the sweep asked busy sides to park %d times", n)
 	}
 
