@@ -68,47 +68,38 @@ func TestTimersStartAtRandomPhases(t *testing.T) {
 	// loaded machine (a CI run with other packages' tests alongside).
 	const slack = time.Second
 
-	t.Run("first ping", func(t *testing.T) {
-		const interval = 400 * time.Millisecond
-		tps, start := startPairs(t, n, Options{PingInterval: interval, CloseTimeout: time.Second, WriteTimeout: time.Second})
-		ops, at := firstFrames(t, tps, start)
-		for i, op := range ops {
-			if op != wsframe.OpPing {
-				t.Fatalf("pair %d: first frame %v, want a ping", i, op)
+	const period = 400 * time.Millisecond
+	for _, c := range []struct {
+		name      string
+		opts      Options
+		op        wsframe.Opcode
+		lo, hi    time.Duration // the window of the first frame after the start
+		minSpread time.Duration // the least spread expected of 40 random phases
+	}{
+		{"first ping", Options{PingInterval: period, CloseTimeout: time.Second, WriteTimeout: time.Second},
+			wsframe.OpPing, period * 3 / 4, period, period / 10},
+		{"idle close", Options{IdleTimeout: period, CloseTimeout: 100 * time.Millisecond, WriteTimeout: time.Second},
+			wsframe.OpClose, period, period * 5 / 4, period / 40},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			tps, start := startPairs(t, n, c.opts)
+			ops, at := firstFrames(t, tps, start)
+			for _, tp := range tps {
+				tp.close()
+				<-tp.done
 			}
-		}
-		for _, tp := range tps {
-			tp.close()
-			<-tp.done
-		}
-		lo, hi := spread(at)
-		if lo < interval*3/4 || hi > interval+slack {
-			t.Fatalf("first pings %v to %v after the start, want %v to %v", lo, hi, interval*3/4, interval)
-		}
-		if hi-lo < interval/10 {
-			t.Fatalf("first pings of %d pairs started together all within %v", n, hi-lo)
-		}
-	})
-
-	t.Run("idle close", func(t *testing.T) {
-		const idle = 400 * time.Millisecond
-		tps, start := startPairs(t, n, Options{IdleTimeout: idle, CloseTimeout: 100 * time.Millisecond, WriteTimeout: time.Second})
-		ops, at := firstFrames(t, tps, start)
-		for i, op := range ops {
-			if op != wsframe.OpClose {
-				t.Fatalf("pair %d: first frame %v, want a close", i, op)
+			for i, op := range ops {
+				if op != c.op {
+					t.Fatalf("pair %d: first frame %v, want %v", i, op, c.op)
+				}
 			}
-		}
-		for _, tp := range tps {
-			tp.close()
-			<-tp.done
-		}
-		lo, hi := spread(at)
-		if lo < idle || hi > idle*5/4+slack {
-			t.Fatalf("idle closes %v to %v after the start, want %v to %v", lo, hi, idle, idle*5/4)
-		}
-		if hi-lo < idle/40 {
-			t.Fatalf("idle closes of %d pairs started together all within %v", n, hi-lo)
-		}
-	})
+			lo, hi := spread(at)
+			if lo < c.lo || hi > c.hi+slack {
+				t.Fatalf("%v frames %v to %v after the start, want %v to %v", c.op, lo, hi, c.lo, c.hi)
+			}
+			if hi-lo < c.minSpread {
+				t.Fatalf("%v frames of %d pairs started together all within %v", c.op, n, hi-lo)
+			}
+		})
+	}
 }
