@@ -43,7 +43,6 @@ type parkingLot struct {
 	sweeper  *time.Timer // runs sweep; armed while hot is not empty
 	sweeping bool        // sweeper is armed or running
 	requests uint64      // park requests made (for tests)
-	ended    []*Pair     // sweep's scratch: pairs that ended while it asked their sides to park
 }
 
 // Sweep timing: a side is asked to park after parkSweeps sweeps in a row without data, 1 to
@@ -147,6 +146,7 @@ func (l *parkingLot) unhot(s *side) {
 // no frame is half read). A side whose request was lost to a race is asked again at the next
 // sweep. The sweep rearms itself while hot sides remain.
 func (l *parkingLot) sweep() {
+	var ended []*Pair // pairs that ended while their sides were asked to park
 	l.mu.Lock()
 	for i := 0; i < len(l.hot); i++ {
 		if i > 0 && i%sweepChunk == 0 {
@@ -172,11 +172,9 @@ func (l *parkingLot) sweep() {
 		s.conn.SetReadDeadline(time.Unix(1, 0))
 		l.requests++
 		if s.pair.ended.Load() {
-			l.ended = append(l.ended, s.pair)
+			ended = append(ended, s.pair)
 		}
 	}
-	ended := l.ended
-	l.ended = nil
 	if len(l.hot) > 0 {
 		l.sweeper.Reset(sweepEvery)
 	} else {

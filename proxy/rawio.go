@@ -77,17 +77,15 @@ func (w *rawWriter) write(fd uintptr) bool {
 	return true
 }
 
-// rawWriteAll writes all of b to raw's socket (its write deadline applies) and returns how
-// much was written.
-func rawWriteAll(raw syscall.RawConn, b []byte) (int, error) {
+// rawWriteAll writes all of b to raw's socket (its write deadline applies).
+func rawWriteAll(raw syscall.RawConn, b []byte) error {
 	w := rawWriterPool.Get().(*rawWriter)
 	w.b, w.err = b, nil
 	err := raw.Write(w.fn)
 	if err == nil {
 		err = w.err
 	}
-	n := len(b) - len(w.b)
 	w.b, w.err = nil, nil
 	rawWriterPool.Put(w)
-	return n, err
+	return err
 }

@@ -13,4 +13,4 @@ const rawIOSupported = false
 
 func rawRead(int, []byte) (int, error) { return 0, errors.ErrUnsupported }
 
-func rawWriteAll(syscall.RawConn, []byte) (int, error) { return 0, errors.ErrUnsupported }
+func rawWriteAll(syscall.RawConn, []byte) error { return errors.ErrUnsupported }

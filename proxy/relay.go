@@ -814,8 +814,7 @@ func (s *side) write(b []byte) error {
 		_, err := s.conn.Write(b)
 		return err
 	}
-	_, err := rawWriteAll(s.w.raw, b)
-	return err
+	return rawWriteAll(s.w.raw, b)
 }
 
 // armWriteDeadline keeps a write deadline between 3/4 and 1 WriteTimeout ahead without
