@@ -249,11 +249,32 @@ func (s *side) Read(p []byte) (int, error) {
 		n, err := s.conn.Read(p)
 		if n > 0 {
 			s.markSeen()
-		} else if s.hot && errors.Is(err, os.ErrDeadlineExceeded) && !s.pair.ended.Load() {
-			s.parkReq.Store(false)
-			s.pair.clearDeadline(s)
+		} else if s.notice(err) {
 			continue
 		}
 		return n, err
 	}
+}
+
+// rawRead runs fn in the socket's RawConn.Read (waiting in the runtime's poller while fn
+// reports false), retried like Read after a park request or shutdown notice.
+func (s *side) rawRead(fn func(fd uintptr) bool) error {
+	for {
+		err := s.w.raw.Read(fn)
+		if err == nil || !s.notice(err) {
+			return err
+		}
+	}
+}
+
+// notice reports whether err is the past read deadline of a park request or shutdown notice
+// (not a real deadline), meeting a pump that is in the middle of a frame: it clears the
+// deadline, and the read is to be made again.
+func (s *side) notice(err error) bool {
+	if s.hot && errors.Is(err, os.ErrDeadlineExceeded) && !s.pair.ended.Load() {
+		s.parkReq.Store(false)
+		s.pair.clearDeadline(s)
+		return true
+	}
+	return false
 }

@@ -42,6 +42,9 @@ var ctrlPool = sync.Pool{New: func() any { return new([ctrlFrameSize]byte) }}
 // frame.
 var testPanicHook func(src Side, h wsframe.Header)
 
+// testNoSplice, set by tests, makes every payload take the buffered path.
+var testNoSplice bool
+
 // Side names a connection of a pair.
 type Side uint8
 
@@ -632,6 +635,10 @@ func (p *Pair) relayFrames(src, dst *side, nb bool) relayResult {
 			p.active.Store(true) // a load first: no shared-cache-line write per frame
 		}
 		validate := p.opts.ValidateUTF8 && state.Opcode() == wsframe.OpText
+		// Payloads masked on neither side, unchecked, between plain sockets may go through a
+		// pipe (splice_linux.go) when a piece is large and mostly still in the socket.
+		canSplice := spliceSupported && !testNoSplice && !nb && !validate && !h.Masked && !dst.mask &&
+			src.w.raw != nil && dst.w.raw != nil && src.w.err == nil
 		// Move the payload in pieces of at most ChunkSize.
 		rem := h.Length
 		pos := 0
@@ -646,6 +653,18 @@ func (p *Pair) relayFrames(src, dst *side, nb bool) relayResult {
 			}
 			if out == nil {
 				out = bufPool.Get().(*[bufSize]byte)
+			}
+			if canSplice && n-src.br.Buffered() >= spliceMin {
+				if sp := getSplicer(); sp != nil {
+					flush()
+					if !p.spliceChunk(src, dst, sp, out, oh) {
+						release()
+						return relayStop
+					}
+					pos += n
+					rem -= int64(n)
+					continue
+				}
 			}
 			if w+wsframe.MaxHeaderSize+n > bufSize {
 				flush()
