@@ -6,5 +6,7 @@
 // Hot-path rules: no allocation per frame in steady state, payloads stream through pooled
 // chunks of ChunkSize bytes (a frame larger than that is re-fragmented, which RFC 6455 section
 // 5.4 allows an intermediary to do when no extension is negotiated), and a connection holds no
-// pooled buffer while it is idle.
+// pooled buffer while it is idle. On Linux, large backend-to-client payloads between plain
+// sockets skip user space: they go socket to socket through a pooled pipe (splice_linux.go),
+// with the same frames on the wire.
 package proxy
