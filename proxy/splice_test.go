@@ -161,6 +161,89 @@ func TestSpliceRelaysBackendFrames(t *testing.T) {
 	}
 }
 
+// TestSpliceConcurrentPairs runs 16 pairs at once, each backend sending 30 large binary
+// messages (in whole writes or in random pieces) while its client pings: every message
+// arrives intact and in order, every ping is answered, and when the pairs end no pipe is
+// left in use.
+func TestSpliceConcurrentPairs(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	spliced := spliceCounter(t)
+	const pairs, msgs = 16, 30
+	errs := make(chan error, pairs)
+	for i := range pairs {
+		client, backend, done := tcpTestPair(t, Options{WriteTimeout: 5 * time.Second, CloseTimeout: time.Second})
+		go func() {
+			errs <- func() error {
+				defer func() { client.Close(); backend.Close(); <-done }()
+				rng := rand.New(rand.NewPCG(uint64(i), 9))
+				var stream []byte
+				var sent [][]byte
+				for range msgs {
+					m := make([]byte, 16<<10+rng.IntN(200<<10))
+					for j := range m {
+						m[j] = byte(rng.Uint32())
+					}
+					sent = append(sent, m)
+					stream = wsframe.AppendFrame(stream, wsframe.Header{Fin: true, Opcode: wsframe.OpBinary}, m)
+				}
+				go func() {
+					if i%2 == 0 {
+						backend.Write(stream)
+					} else {
+						writeSplit(backend, stream, uint64(i))
+					}
+				}()
+				go func() {
+					for range msgs / 3 {
+						client.Write(clientFrame(wsframe.OpPing, []byte("p")))
+						time.Sleep(2 * time.Millisecond)
+					}
+				}()
+				br := bufio.NewReader(client)
+				pongs := 0
+				var cur []byte
+				for got := 0; got < msgs || pongs < msgs/3; {
+					h, p, err := readFrame(client, br)
+					if err != nil {
+						return fmt.Errorf("pair %d after %d messages, %d pongs: %v", i, got, pongs, err)
+					}
+					switch {
+					case h.Opcode == wsframe.OpPong:
+						pongs++
+						continue
+					case h.Opcode.IsControl():
+						return fmt.Errorf("pair %d: unexpected %v", i, h.Opcode)
+					}
+					cur = append(cur, p...)
+					if h.Fin {
+						if !bytes.Equal(cur, sent[got]) {
+							return fmt.Errorf("pair %d: message %d (%d bytes) arrived as %d different bytes", i, got, len(sent[got]), len(cur))
+						}
+						got++
+						cur = nil
+					}
+				}
+				return nil
+			}()
+		}()
+	}
+	for range pairs {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	splicers.mu.Lock()
+	open, free := splicers.open, len(splicers.free)
+	splicers.mu.Unlock()
+	t.Logf("%d MiB spliced, %d chunks fell back; %d pipes open, all pooled", spliced.bytes.Load()>>20, spliced.fallbacks.Load(), open)
+	if open != free || open > maxSplicers {
+		t.Fatalf("%d pipes open, %d of them pooled, after every pair ended", open, free)
+	}
+	if spliced.bytes.Load() == 0 {
+		t.Fatal("nothing spliced")
+	}
+}
+
 // TestSpliceWaitsForBackendWithoutWriteLock: while a large frame's payload is still on its
 // way from the backend, the client's side is free for other frames: the gateway answers the
 // client's ping at once, and the frame then arrives whole.
@@ -239,17 +322,26 @@ func TestSpliceBackendCutMidFrame(t *testing.T) {
 	}
 }
 
-// TestSplicePipesTrimmed: pooled pipes unused for pipeIdle are closed.
+// TestSplicePipesTrimmed: no more than maxSplicers pipes are open at once (past it the relay
+// copies), and pooled pipes unused for pipeIdle are closed.
 func TestSplicePipesTrimmed(t *testing.T) {
-	sps := []*splicer{getSplicer(), getSplicer(), getSplicer()}
-	for _, sp := range sps {
+	trimSplicersNow()
+	var sps []*splicer
+	for range maxSplicers {
+		sp := getSplicer()
 		if sp == nil {
-			t.Fatal("no pipe")
+			t.Fatalf("no pipe after %d", len(sps))
 		}
+		sps = append(sps, sp)
+	}
+	if getSplicer() != nil {
+		t.Fatalf("a pipe past the cap of %d", maxSplicers)
+	}
+	for _, sp := range sps {
 		sp.put()
 	}
-	if n := splicePipes(); n < 3 {
-		t.Fatalf("%d pipes open, want at least the 3 pooled", n)
+	if n := splicePipes(); n != maxSplicers {
+		t.Fatalf("%d pipes open, want the %d pooled", n, maxSplicers)
 	}
 	trimSplicersNow() // ages them past pipeIdle, then trims as the timer would
 	if n := splicePipes(); n != 0 {
