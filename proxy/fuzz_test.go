@@ -65,7 +65,9 @@ type expected struct {
 	close int      // the client's close code (1005: none given), -1 if it sent none
 }
 
-func expect(in []byte) expected {
+// expect parses in as the frames a peer of the given role sends (RoleServer: a client's
+// masked frames, as a server checks them; RoleClient: a backend's unmasked ones).
+func expect(in []byte, role wsframe.Role) expected {
 	e := expected{close: -1}
 	var st wsframe.MessageState
 	for {
@@ -75,7 +77,7 @@ func expect(in []byte) expected {
 		}
 		h, n, err := wsframe.DecodeHeader(in)
 		if err == nil {
-			err = h.Check(wsframe.RoleServer, 0)
+			err = h.Check(role, 0)
 		}
 		if err == nil {
 			err = st.Next(h)
@@ -114,6 +116,7 @@ func expect(in []byte) expected {
 // streamReport is what one side of the test saw.
 type streamReport struct {
 	data   []byte
+	heads  []wsframe.Header // the data frames' headers, masks cleared
 	pongs  [][]byte
 	closes []wsframe.CloseCode
 	err    error // a violation in the gateway's output
@@ -177,6 +180,8 @@ func readStream(c net.Conn, role wsframe.Role, onClose func([]byte)) *streamRepo
 			return r
 		default:
 			r.data = append(r.data, p...)
+			h.Mask = [4]byte{}
+			r.heads = append(r.heads, h)
 		}
 	}
 }
@@ -267,7 +272,7 @@ func fuzzRelayOnce(t *testing.T, in []byte, mode byte) {
 	if panicked.Load() || res.Cause == "panic" {
 		t.Fatal("a pump panicked")
 	}
-	e := expect(in)
+	e := expect(in, wsframe.RoleServer)
 	for _, r := range []*streamReport{back, front} {
 		if r.err != nil {
 			t.Fatal(r.err)
