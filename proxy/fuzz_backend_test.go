@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"log/slog"
-	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -117,41 +116,9 @@ func fuzzBackendOnce(t *testing.T, in []byte, mode byte, noSplice bool) fuzzRun 
 		tp.backend.CloseWrite()
 	}()
 
-	select {
-	case <-tp.done:
-	case <-time.After(10 * time.Second):
-		buf := make([]byte, 1<<20)
-		t.Fatalf("deadlock: Run did not return within 10s\n%s", buf[:runtime.Stack(buf, true)])
-	}
-	readersDone := make(chan struct{})
-	go func() { wg.Wait(); close(readersDone) }()
-	select {
-	case <-readersDone:
-	case <-time.After(5 * time.Second):
-		tp.close()
-		<-readersDone
-		t.Fatal("the gateway's sockets were still open after Run returned")
-	}
-	if panicked.Load() {
-		t.Fatal("a pump panicked")
-	}
-	for _, s := range []*streamReport{r.front, r.back} {
-		if s.err != nil {
-			t.Fatal(s.err)
-		}
-	}
+	awaitRun(t, tp, &wg, &panicked)
 	e := expect(in, wsframe.RoleClient)
-	if !bytes.HasPrefix(e.data, r.front.data) {
-		t.Fatalf("client got %d data bytes that are not a prefix of the input's %d", len(r.front.data), len(e.data))
-	}
-	if len(r.back.pongs) > len(e.pings) {
-		t.Fatalf("backend got %d pongs for %d pings", len(r.back.pongs), len(e.pings))
-	}
-	for i, p := range r.back.pongs {
-		if !bytes.Equal(p, e.pings[i]) {
-			t.Fatalf("pong %d %q answers ping %q", i, p, e.pings[i])
-		}
-	}
+	checkRelayed(t, e, "backend", r.back, r.front)
 	if e.clean && !limited && !opts.ValidateUTF8 && !bytes.Equal(r.front.data, e.data) {
 		t.Fatalf("clean input: client got %d data bytes, want all %d", len(r.front.data), len(e.data))
 	}

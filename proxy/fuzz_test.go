@@ -251,49 +251,9 @@ func fuzzRelayOnce(t *testing.T, in []byte, mode byte) {
 		}
 	}()
 
-	var res Result
-	select {
-	case res = <-tp.done:
-	case <-time.After(10 * time.Second):
-		buf := make([]byte, 1<<20)
-		t.Fatalf("deadlock: Run did not return within 10s\n%s", buf[:runtime.Stack(buf, true)])
-	}
-	// Run closed the gateway's sockets: the readers see EOF after the last frame.
-	readersDone := make(chan struct{})
-	go func() { wg.Wait(); close(readersDone) }()
-	select {
-	case <-readersDone:
-	case <-time.After(5 * time.Second):
-		tp.close()
-		<-readersDone
-		t.Fatal("the gateway's sockets were still open after Run returned")
-	}
-
-	if panicked.Load() || res.Cause == "panic" {
-		t.Fatal("a pump panicked")
-	}
+	awaitRun(t, tp, &wg, &panicked)
 	e := expect(in, wsframe.RoleServer)
-	for _, r := range []*streamReport{back, front} {
-		if r.err != nil {
-			t.Fatal(r.err)
-		}
-		for _, c := range r.closes {
-			if c == wsframe.CloseInternalError && e.close != int(wsframe.CloseInternalError) {
-				t.Fatalf("1011 sent, but the client never sent it: a pump panicked?")
-			}
-		}
-	}
-	if !bytes.HasPrefix(e.data, back.data) {
-		t.Fatalf("backend got %d data bytes that are not a prefix of the input's %d", len(back.data), len(e.data))
-	}
-	if len(front.pongs) > len(e.pings) {
-		t.Fatalf("client got %d pongs for %d pings", len(front.pongs), len(e.pings))
-	}
-	for i, p := range front.pongs {
-		if !bytes.Equal(p, e.pings[i]) {
-			t.Fatalf("pong %d %q answers ping %q", i, p, e.pings[i])
-		}
-	}
+	checkRelayed(t, e, "client", front, back)
 	if e.clean && !limited && !opts.ValidateUTF8 {
 		if !bytes.Equal(back.data, e.data) {
 			t.Fatalf("clean input: backend got %d data bytes, want all %d", len(back.data), len(e.data))
@@ -311,6 +271,61 @@ func fuzzRelayOnce(t *testing.T, in []byte, mode byte) {
 			if len(back.closes) != 1 || int(back.closes[0]) != e.close {
 				t.Fatalf("client closed with %d: backend got %v", e.close, back.closes)
 			}
+		}
+	}
+}
+
+// awaitRun waits for tp's Run to return (10 s, or a deadlock fails t), then for the test's
+// readers and writers (wg), which end once Run has closed the gateway's sockets, and fails t
+// if a pump panicked.
+func awaitRun(t *testing.T, tp *testPair, wg *sync.WaitGroup, panicked *atomic.Bool) {
+	t.Helper()
+	var res Result
+	select {
+	case res = <-tp.done:
+	case <-time.After(10 * time.Second):
+		buf := make([]byte, 1<<20)
+		t.Fatalf("deadlock: Run did not return within 10s\n%s", buf[:runtime.Stack(buf, true)])
+	}
+	readersDone := make(chan struct{})
+	go func() { wg.Wait(); close(readersDone) }()
+	select {
+	case <-readersDone:
+	case <-time.After(5 * time.Second):
+		tp.close()
+		<-readersDone
+		t.Fatal("the gateway's sockets were still open after Run returned")
+	}
+	if panicked.Load() || res.Cause == "panic" {
+		t.Fatal("a pump panicked")
+	}
+}
+
+// checkRelayed checks what the peers saw of input e from the sender (named who): src is what
+// the sender's own end read back (pongs, closes), dst what the other peer read. Both streams
+// are valid, 1011 (a recovered pump panic) appears only if the sender sent it, dst's data is
+// a prefix of the input's, and src's pongs answer the sender's pings in order.
+func checkRelayed(t *testing.T, e expected, who string, src, dst *streamReport) {
+	t.Helper()
+	for _, r := range []*streamReport{src, dst} {
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		for _, c := range r.closes {
+			if c == wsframe.CloseInternalError && e.close != int(wsframe.CloseInternalError) {
+				t.Fatalf("1011 sent, but the %s never sent it: a pump panicked?", who)
+			}
+		}
+	}
+	if !bytes.HasPrefix(e.data, dst.data) {
+		t.Fatalf("%d data bytes relayed that are not a prefix of the %s's %d", len(dst.data), who, len(e.data))
+	}
+	if len(src.pongs) > len(e.pings) {
+		t.Fatalf("the %s got %d pongs for %d pings", who, len(src.pongs), len(e.pings))
+	}
+	for i, p := range src.pongs {
+		if !bytes.Equal(p, e.pings[i]) {
+			t.Fatalf("pong %d %q answers ping %q", i, p, e.pings[i])
 		}
 	}
 }
