@@ -200,9 +200,9 @@ limits {
   max_connections_per_ip       = 0
   handshakes_per_ip_per_second = 0
   idle_timeout                 = "1h"
-  # nginx, HAProxy and Caddy send no keepalive pings of their own, and wsload's idle
-  # connections do not read while they are held: without this, wsgate would rightly close them
-  # after ping_interval + pong_timeout.
+  # nginx, HAProxy and Caddy send no keepalive pings of their own, so wsgate sends none
+  # either (wsload answers pings, also in idle mode; bench/README.md measures idle memory with
+  # them on).
   ping_interval                = "0"
 }
 route "/" {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"sync"
@@ -9,7 +10,10 @@ import (
 )
 
 // runIdle opens o.n connections, lets the target settle, and reports the growth of the target's
-// RSS per connection, then checks that a sample of the connections still echoes.
+// RSS per connection, then checks that a sample of the connections still echoes. Every
+// connection is read from the moment it opens, so the target's keepalive pings are answered
+// (a gateway with ping_interval on closes connections whose pongs do not come) and its data
+// messages wait in the connection's inbox for the liveness check.
 func runIdle(o *options) (*result, error) {
 	dc, err := o.dialConfig()
 	if err != nil {
@@ -23,7 +27,10 @@ func runIdle(o *options) (*result, error) {
 	}
 	meter := startCPU(o.pids)
 	t0 := time.Now()
-	conns, failed, firstErr := dialAll(dc, o.n, o.dialPar, o.perIP, nil)
+	conns, failed, firstErr := dialAll(dc, o.n, o.dialPar, o.perIP, func(_ int, c *conn) {
+		c.inbox = make(chan idleMsg, 2)
+		go c.readIdle()
+	})
 	res.ConnectSeconds = time.Since(t0).Seconds()
 	res.ConnErrors = failed
 	if firstErr != nil {
@@ -92,24 +99,53 @@ func runIdle(o *options) (*result, error) {
 	return res, nil
 }
 
-// echoOnce sends one 16-byte message and waits for its echo.
+// idleMsg is a data message (or the read error that ended the connection) read by readIdle.
+type idleMsg struct {
+	op  byte
+	p   []byte
+	err error
+}
+
+// readIdle reads c until it fails (closeAll ends it), answering pings (readMessage does) and
+// handing data messages to c.inbox, then the error. It never blocks on the inbox: a message
+// nobody asked for is dropped when the inbox is full.
+func (c *conn) readIdle() {
+	for {
+		op, p, err := c.readMessage()
+		m := idleMsg{op: op, p: bytes.Clone(p), err: err}
+		select {
+		case c.inbox <- m:
+		default:
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// echoOnce sends one 16-byte message on a connection readIdle reads, and waits for its echo.
 func echoOnce(c *conn, timeout time.Duration) (time.Duration, error) {
 	var p [msgHeader]byte
 	putHeader(p[:], 0xEC40, 0)
-	_ = c.nc.SetDeadline(time.Now().Add(timeout))
-	defer c.nc.SetDeadline(time.Time{})
+	_ = c.nc.SetWriteDeadline(time.Now().Add(timeout))
+	defer c.nc.SetWriteDeadline(time.Time{})
 	t := time.Now()
 	if err := c.writeFrame(opBinary, p[:]); err != nil {
 		return 0, err
 	}
-	op, q, err := c.readMessage()
-	if err != nil {
-		return 0, err
+	var m idleMsg
+	select {
+	case m = <-c.inbox:
+	case <-time.After(timeout):
+		return 0, errors.New("no echo within " + timeout.String())
 	}
-	if op != opBinary || len(q) != msgHeader {
+	if m.err != nil {
+		return 0, m.err
+	}
+	if m.op != opBinary || len(m.p) != msgHeader {
 		return 0, errors.New("echo differs from the message sent")
 	}
-	if seq, _ := getHeader(q); seq != 0xEC40 {
+	if seq, _ := getHeader(m.p); seq != 0xEC40 {
 		return 0, errors.New("echo differs from the message sent")
 	}
 	return time.Since(t), nil

@@ -80,6 +80,8 @@ type conn struct {
 
 	rbuf []byte // reassembly buffer for fragmented messages
 	mask uint64 // xorshift state for mask keys
+
+	inbox chan idleMsg // idle mode: what readIdle read
 }
 
 // dial opens TCP (and TLS) to the target from localIP (nil = any) and performs the upgrade.

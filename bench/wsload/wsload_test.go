@@ -258,3 +258,52 @@ func TestHandshakeAndIdle(t *testing.T) {
 		t.Fatalf("idle run: %+v", idle)
 	}
 }
+
+// TestIdleAnswersPings: idle mode answers the target's keepalive pings while it holds the
+// connections. The server pings every 50 ms and drops a connection whose pong is 200 ms
+// late; after a second of holding, every sampled connection must still echo.
+func TestIdleAnswersPings(t *testing.T) {
+	up := websocket.Upgrader{CheckOrigin: func(*http.Request) bool { return true }}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := up.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		c.SetPongHandler(func(string) error { return c.SetReadDeadline(time.Now().Add(200 * time.Millisecond)) })
+		c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		stop := make(chan struct{})
+		defer close(stop)
+		go func() {
+			for {
+				select {
+				case <-stop:
+					return
+				case <-time.After(50 * time.Millisecond):
+					if c.WriteControl(websocket.PingMessage, nil, time.Now().Add(time.Second)) != nil {
+						return
+					}
+				}
+			}
+		}()
+		for {
+			op, msg, err := c.ReadMessage() // fails once a pong is 200 ms late
+			if err != nil {
+				return
+			}
+			if err := c.WriteMessage(op, msg); err != nil {
+				return
+			}
+		}
+	}))
+	t.Cleanup(srv.Close)
+	o := testOptions(srv, 0)
+	o.mode, o.n, o.sample, o.settle = "idle", 10, 10, time.Second
+	res, err := runIdle(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Open != 10 || res.AliveOK != 10 || res.Errors != 0 {
+		t.Fatalf("idle run: %d open, %d of 10 alive, %d errors (%s)", res.Open, res.AliveOK, res.Errors, res.FirstError)
+	}
+}
