@@ -262,8 +262,11 @@ func (p *Pair) Start(done func(Result)) {
 }
 
 // resume runs a parked side's pump again (its socket became readable, or the pair is ending).
+// A plain side is not hot yet: its first read decides (side.readable), so that a wake for a
+// pong parks again at once. A TLS side is hot from the wake: it waits by reading through its
+// tls.Conn, and only a hot side's wait reads the socket (waitData).
 func (p *Pair) resume(s *side) {
-	if !p.ended.Load() {
+	if !p.ended.Load() && s.w.raw == nil {
 		p.armPark(s)
 	}
 	p.pumpTask(s)

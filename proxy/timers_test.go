@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"bufio"
+	"io"
+	"net"
 	"slices"
 	"sync"
 	"testing"
@@ -101,5 +103,94 @@ func TestTimersStartAtRandomPhases(t *testing.T) {
 				t.Fatalf("%v frames of %d pairs started together all within %v", c.op, n, hi-lo)
 			}
 		})
+	}
+}
+
+// TestPongWakeParksAgain: the pong to a keepalive ping wakes a parked plain side, which parks
+// again at once instead of staying hot (a goroutine and its stack) until the sweep parks it a
+// second later; a ping from a peer does the same. Data still makes a woken side relay. Both
+// peers answer every ping; the test samples the sides between the keepalive cycles.
+func TestPongWakeParksAgain(t *testing.T) {
+	if !parkingSupported {
+		t.Skip("no parking on this system")
+	}
+	defer goleak.VerifyNone(t)
+	tp := startPair(t, Options{PingInterval: 200 * time.Millisecond, PongTimeout: 150 * time.Millisecond, WriteTimeout: time.Second, CloseTimeout: time.Second})
+	var wg sync.WaitGroup
+	defer func() { tp.close(); <-tp.done; wg.Wait() }()
+	var mu sync.Mutex
+	pongs := map[bool]int{}
+	data := make(chan []byte, 1)
+	answer := func(c net.Conn, masked bool) {
+		br := bufio.NewReader(c)
+		for {
+			var hb [wsframe.MaxHeaderSize]byte
+			h, err := wsframe.ReadHeader(br, &hb)
+			if err != nil {
+				return
+			}
+			p := make([]byte, h.Length)
+			if _, err := io.ReadFull(br, p); err != nil {
+				return
+			}
+			if h.Masked {
+				wsframe.Mask(h.Mask, 0, p)
+			}
+			switch h.Opcode {
+			case wsframe.OpPing:
+				out := wsframe.Header{Fin: true, Opcode: wsframe.OpPong, Masked: masked, Mask: [4]byte{1, 2, 3, 4}}
+				q := slices.Clone(p)
+				if masked {
+					wsframe.Mask(out.Mask, 0, q)
+				}
+				c.Write(wsframe.AppendFrame(nil, out, q))
+				mu.Lock()
+				pongs[masked]++
+				mu.Unlock()
+			case wsframe.OpBinary:
+				data <- p
+			}
+		}
+	}
+	wg.Go(func() { answer(tp.client, true) })
+	wg.Go(func() { answer(tp.backend, false) })
+
+	// Five keepalive cycles (1 s): after the first 100 ms both sides must be parked at nearly
+	// every sample; a side kept hot by a pong would stay so for 1 to 1.5 s.
+	hot := 0
+	for i := range 50 {
+		time.Sleep(20 * time.Millisecond)
+		if i >= 5 && !(tp.p.client.parked.Load() && tp.p.backend.parked.Load()) {
+			hot++
+		}
+	}
+	mu.Lock()
+	n := min(pongs[true], pongs[false])
+	mu.Unlock()
+	if n < 4 {
+		t.Fatalf("only %d keepalive pings answered on each side in 1 s", n)
+	}
+	t.Logf("sides awake at %d of 45 samples, %d pongs each side", hot, n)
+	if hot > 10 {
+		t.Fatalf("a side was awake at %d of 45 samples across %d pong wakes: pongs keep sides hot", hot, n)
+	}
+	// The backend's own ping is answered by the gateway, and the backend side parks again.
+	tp.backend.Write(wsframe.AppendFrame(nil, wsframe.Header{Fin: true, Opcode: wsframe.OpPing}, []byte("b")))
+	time.Sleep(100 * time.Millisecond)
+	if !tp.p.backend.parked.Load() {
+		time.Sleep(100 * time.Millisecond) // a keepalive pong may have just woken it
+		if !tp.p.backend.parked.Load() {
+			t.Fatal("the backend side stayed awake after its own ping")
+		}
+	}
+	// Data wakes a side that relays it.
+	tp.client.Write(clientFrame(wsframe.OpBinary, []byte("data")))
+	select {
+	case p := <-data:
+		if string(p) != "data" {
+			t.Fatalf("backend got %q", p)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("data after pong wakes was not relayed")
 	}
 }
