@@ -90,6 +90,20 @@ func testIdlePairsPark(t *testing.T, useTLS bool) {
 		t.Fatalf("parked again after %v, want within 2 s", el)
 	}
 
+	// A ping (like the pong to a keepalive ping) wakes a parked side for a control frame
+	// only: the gateway answers it, and the side parks again at once, not a second later.
+	for i, c := range clients {
+		c.send(true, wsframe.OpPing, []byte("p"))
+		if f := c.read(); f.h.Opcode != wsframe.OpPong || string(f.payload) != "p" {
+			t.Fatalf("client %d: %v %q, want the pong", i, f.h.Opcode, f.payload)
+		}
+	}
+	start = time.Now()
+	waitFor(t, "pairs parked again after pings", func() bool { return proxy.Parked() == 2*n })
+	if el := time.Since(start); el > 500*time.Millisecond {
+		t.Fatalf("parked again %v after the pongs, want at once", el)
+	}
+
 	// A close from a parked client is forwarded and answered.
 	for _, c := range clients[:n/2] {
 		c.send(true, wsframe.OpClose, wsframe.AppendClosePayload(nil, 1000, "bye"))

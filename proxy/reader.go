@@ -71,9 +71,10 @@ type waiter struct {
 	inCB   bool // Read is called from inside the callback: read the descriptor, never block
 	short  bool // inCB: the last read did not fill what it was given (the socket is drained)
 	once   bool // inCB: return errNoData instead of waiting if the first read finds nothing
-	// probe: the side was woken (or started) with bytes, and is not hot yet: if they turn out
-	// to be only control frames the gateway answers itself (the pong to its keepalive ping, a
-	// ping), it parks again at once (see readable). wakeData is its DataFrames count then.
+	// probe: the side was woken (or started) with bytes, and a plain side is not hot yet: if
+	// they turn out to be only control frames the gateway answers itself (the pong to its
+	// keepalive ping, a ping), it parks again at once (see readable; a TLS side, hot from its
+	// wake, is cooled by the pump). wakeData is its DataFrames count then.
 	probe    bool
 	wakeData uint32
 	// hup: the parking lot saw the peer's shutdown (or a socket error): a short read no

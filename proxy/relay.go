@@ -263,11 +263,15 @@ func (p *Pair) Start(done func(Result)) {
 
 // resume runs a parked side's pump again (its socket became readable, or the pair is ending).
 // A plain side is not hot yet: its first read decides (side.readable), so that a wake for a
-// pong parks again at once. A TLS side is hot from the wake: it waits by reading through its
-// tls.Conn, and only a hot side's wait reads the socket (waitData).
+// pong parks again at once. A TLS side is hot from the wake, since only a hot side's wait
+// reads the socket (waitData); it probes too, and the pump cools it if the wake brought
+// control frames only.
 func (p *Pair) resume(s *side) {
 	if !p.ended.Load() && s.w.raw == nil {
 		p.armPark(s)
+		if s.w.isTLS {
+			s.w.probe, s.w.wakeData = true, uint32(s.stats.DataFrames)
+		}
 	}
 	p.pumpTask(s)
 }
@@ -376,6 +380,15 @@ func (p *Pair) pump(src, dst *side) (parked bool) {
 		}
 		if p.relayFrames(src, dst, false) == relayStop {
 			return false
+		}
+		if src.w.probe && src.w.isTLS {
+			// A TLS side woken for control frames only waits again as a new side does: one
+			// try, then the parking lot (waitData).
+			src.w.probe = false
+			if uint32(src.stats.DataFrames) == src.w.wakeData && src.hot {
+				src.hot = false
+				lot.dropHot(src)
+			}
 		}
 	}
 }
