@@ -100,7 +100,9 @@ func testIdlePairsPark(t *testing.T, useTLS bool) {
 	}
 	start = time.Now()
 	waitFor(t, "pairs parked again after pings", func() bool { return proxy.Parked() == 2*n })
-	if el := time.Since(start); el > 500*time.Millisecond {
+	// A hot side parks 1 to 1.5 s after its last data; 900 ms leaves room for a loaded CI
+	// machine and still tells the two apart.
+	if el := time.Since(start); el > 900*time.Millisecond {
 		t.Fatalf("parked again %v after the pongs, want at once", el)
 	}
 

@@ -167,11 +167,11 @@ func TestPongWakeParksAgain(t *testing.T) {
 	mu.Lock()
 	n := min(pongs[true], pongs[false])
 	mu.Unlock()
-	if n < 4 {
+	if n < 3 {
 		t.Fatalf("only %d keepalive pings answered on each side in 1 s", n)
 	}
 	t.Logf("sides awake at %d of 45 samples, %d pongs each side", hot, n)
-	if hot > 10 {
+	if hot > 20 { // 42 of 45 when pongs kept sides hot; room for a loaded machine
 		t.Fatalf("a side was awake at %d of 45 samples across %d pong wakes: pongs keep sides hot", hot, n)
 	}
 	// The backend's own ping is answered by the gateway, and the backend side parks again.
