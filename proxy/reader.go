@@ -211,7 +211,7 @@ func (s *side) controlOnly() bool {
 		return false
 	}
 	w.probe = false
-	if uint32(s.stats.DataFrames) == w.wakeData && s.br == nil {
+	if uint32(s.stats.DataFrames) == w.wakeData && (s.br == nil || s.br.Buffered() == 0) {
 		return true
 	}
 	s.pair.armPark(s)

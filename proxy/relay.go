@@ -381,14 +381,11 @@ func (p *Pair) pump(src, dst *side) (parked bool) {
 		if p.relayFrames(src, dst, false) == relayStop {
 			return false
 		}
-		if src.w.probe && src.w.isTLS {
+		if src.w.isTLS && src.controlOnly() && src.hot {
 			// A TLS side woken for control frames only waits again as a new side does: one
 			// try, then the parking lot (waitData).
-			src.w.probe = false
-			if uint32(src.stats.DataFrames) == src.w.wakeData && src.hot {
-				src.hot = false
-				lot.dropHot(src)
-			}
+			src.hot = false
+			lot.dropHot(src)
 		}
 	}
 }

@@ -153,13 +153,6 @@ func trimSplicers() {
 	}
 }
 
-// splicePipes reports how many splice pipes are open (pooled or in use), for tests.
-func splicePipes() int {
-	splicers.mu.Lock()
-	defer splicers.mu.Unlock()
-	return splicers.open
-}
-
 const (
 	spliceMove     = 0x1 // SPLICE_F_MOVE
 	spliceNonblock = 0x2 // SPLICE_F_NONBLOCK

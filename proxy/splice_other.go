@@ -14,8 +14,6 @@ type splicer struct{}
 
 func getSplicer() *splicer { return nil }
 
-func splicePipes() int { return 0 }
-
 // spliceChunk is never called here (spliceSupported is false).
 func (*Pair) spliceChunk(_, _ *side, _ *splicer, _ *[bufSize]byte, _ wsframe.Header) bool {
 	return false

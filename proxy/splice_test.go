@@ -232,9 +232,7 @@ func TestSpliceConcurrentPairs(t *testing.T) {
 			t.Error(err)
 		}
 	}
-	splicers.mu.Lock()
-	open, free := splicers.open, len(splicers.free)
-	splicers.mu.Unlock()
+	open, free := splicePipes()
 	t.Logf("%d MiB spliced, %d chunks fell back; %d pipes open, all pooled", spliced.bytes.Load()>>20, spliced.fallbacks.Load(), open)
 	if open != free || open > maxSplicers {
 		t.Fatalf("%d pipes open, %d of them pooled, after every pair ended", open, free)
@@ -314,9 +312,7 @@ func TestSpliceBackendCutMidFrame(t *testing.T) {
 	if codes[false] != wsframe.CloseBadGateway || codes[true] != wsframe.CloseBadGateway {
 		t.Fatalf("client got close %d spliced, %d buffered; want 1014 both", codes[false], codes[true])
 	}
-	splicers.mu.Lock()
-	open, free := splicers.open, len(splicers.free)
-	splicers.mu.Unlock()
+	open, free := splicePipes()
 	if open != free {
 		t.Fatalf("%d pipes open, %d of them pooled: a failed chunk's pipe leaked", open, free)
 	}
@@ -340,11 +336,11 @@ func TestSplicePipesTrimmed(t *testing.T) {
 	for _, sp := range sps {
 		sp.put()
 	}
-	if n := splicePipes(); n != maxSplicers {
+	if n, _ := splicePipes(); n != maxSplicers {
 		t.Fatalf("%d pipes open, want the %d pooled", n, maxSplicers)
 	}
 	trimSplicersNow() // ages them past pipeIdle, then trims as the timer would
-	if n := splicePipes(); n != 0 {
+	if n, _ := splicePipes(); n != 0 {
 		t.Fatalf("%d pipes open after a trim of idle ones", n)
 	}
 }
@@ -401,4 +397,12 @@ func trimSplicersNow() {
 	}
 	splicers.mu.Unlock()
 	trimSplicers()
+}
+
+// splicePipes returns how many splice pipes are open (pooled or in use), and how many of them
+// are pooled.
+func splicePipes() (open, free int) {
+	splicers.mu.Lock()
+	defer splicers.mu.Unlock()
+	return splicers.open, len(splicers.free)
 }
