@@ -13,14 +13,14 @@ import (
 	"github.com/wsgate/wsgate/wsframe"
 )
 
-// FuzzRelayBackend feeds arbitrary bytes as a backend's input into a Pair and runs it twice,
-// with large payloads spliced (splice_linux.go) and with every payload buffered. Each run is
+// FuzzRelayBackend feeds arbitrary bytes as a backend's input into a Pair and runs it twice:
+// with the fast paths on (large payloads spliced, splice_linux.go; runs of small messages
+// relayed at once, run.go) and with every frame taking relayFrames' buffered general path. Each run is
 // checked as FuzzRelay checks the other direction: no panic or deadlock, a valid stream of
 // unmasked frames to the client with nothing after a close, its data a prefix of the input's
 // valid frames' data (all of it for clean input without limits), and pongs to the backend
-// that answer its pings. The two runs must then agree on everything the peers saw: the
-// client's data, frame by frame (opcode, FIN, length), its close codes, and the backend's
-// pongs and close codes.
+// that answer its pings. The two runs must then agree on everything the peers saw
+// (sameOutcome).
 //
 // mode selects options: bit 0 validate_utf8, bit 1 a max_frame_size of 20 KiB, bit 2 a
 // max_message_size of 100 KiB, bit 3 a client that does not answer close frames.
@@ -51,30 +51,41 @@ func FuzzRelayBackend(f *testing.F) {
 	f.Add(cat(u(wsframe.OpBinary, true, big(17<<10)), closeF(4001, "x")), byte(8))
 	f.Add(cat(u(wsframe.OpBinary, true, big(64<<10)), wsframe.AppendFrame(nil, wsframe.Header{Fin: true, Opcode: wsframe.OpBinary, Masked: true}, big(20<<10))), byte(0))
 	f.Fuzz(func(t *testing.T, in []byte, mode byte) {
-		spliced := fuzzBackendOnce(t, in, mode, false)
-		buffered := fuzzBackendOnce(t, in, mode, true)
-		for _, d := range []struct {
-			what string
-			a, b any
-		}{
-			{"client data", spliced.front.data, buffered.front.data},
-			{"client frames", spliced.front.heads, buffered.front.heads},
-			{"client closes", spliced.front.closes, buffered.front.closes},
-			{"backend pongs", spliced.back.pongs, buffered.back.pongs},
-			{"backend closes", spliced.back.closes, buffered.back.closes},
-		} {
-			if fmt.Sprint(d.a) != fmt.Sprint(d.b) {
-				t.Fatalf("%s differ, spliced against buffered:\n%.300v\n%.300v", d.what, d.a, d.b)
-			}
-		}
+		fast := fuzzBackendOnce(t, in, mode, false)
+		plain := fuzzBackendOnce(t, in, mode, true)
+		sameOutcome(t, "spliced and run", "buffered frame by frame", fast, plain)
 	})
+}
+
+// sameOutcome fails t unless two runs of one input, the relay's fast paths on (a) and off
+// (b), put the same things on the wire: the data the far peer got, frame by frame (opcode,
+// FIN, length), its close codes, and the sender's pongs and close codes.
+func sameOutcome(t *testing.T, aName, bName string, a, b fuzzRun) {
+	t.Helper()
+	for _, d := range []struct {
+		what string
+		a, b any
+	}{
+		{"client data", a.front.data, b.front.data},
+		{"client frames", a.front.heads, b.front.heads},
+		{"client pongs", a.front.pongs, b.front.pongs},
+		{"client closes", a.front.closes, b.front.closes},
+		{"backend data", a.back.data, b.back.data},
+		{"backend frames", a.back.heads, b.back.heads},
+		{"backend pongs", a.back.pongs, b.back.pongs},
+		{"backend closes", a.back.closes, b.back.closes},
+	} {
+		if fmt.Sprint(d.a) != fmt.Sprint(d.b) {
+			t.Fatalf("%s differ, %s against %s:\n%.300v\n%.300v", d.what, aName, bName, d.a, d.b)
+		}
+	}
 }
 
 type fuzzRun struct{ front, back *streamReport }
 
-func fuzzBackendOnce(t *testing.T, in []byte, mode byte, noSplice bool) fuzzRun {
-	testNoSplice = noSplice
-	defer func() { testNoSplice = false }()
+func fuzzBackendOnce(t *testing.T, in []byte, mode byte, slow bool) fuzzRun {
+	testNoSplice, testNoRun = slow, slow
+	defer func() { testNoSplice, testNoRun = false, false }()
 	var panicked atomic.Bool
 	opts := Options{
 		ValidateUTF8: mode&1 != 0,

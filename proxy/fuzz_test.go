@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -28,7 +29,9 @@ import (
 //     recovered pump panic sends) only when the client sent it;
 //   - the data the backend receives is a prefix of the data payloads of the valid frames at
 //     the start of the input (exactly all of them when the input is clean and no limit is
-//     set), and the pongs the client receives answer its pings, in order.
+//     set), and the pongs the client receives answer its pings, in order;
+//   - a second run with relayRun (run.go) off, every frame taking relayFrames' general path,
+//     puts the same frames, pongs and close codes on the wire (sameOutcome).
 //
 // mode selects options: bit 0 validate_utf8, bit 1 a small max_frame_size, bit 2 a small
 // max_message_size, bit 3 a backend that does not answer close frames, bit 4 a client that
@@ -52,8 +55,22 @@ func FuzzRelay(f *testing.F) {
 	f.Add([]byte{0x82, 0xFE, 0, 5, 1, 2, 3, 4, 'h', 'e', 'l', 'l', 'o'}, byte(16))
 	f.Add(cat(m(wsframe.OpPing, true, "a"), m(wsframe.OpPong, true, "b"), []byte{0x81, 0x05, 'x'}), byte(0))
 	f.Add(cat(m(wsframe.OpText, false, "a"), m(wsframe.OpText, true, "b")), byte(4))
+	// Runs of whole small messages (relayRun): 7- and 16-bit lengths, text and binary, a
+	// fragmented message, a ping and a limit between them, invalid text at the end.
+	var run []byte
+	for i := range 40 {
+		op := wsframe.OpBinary
+		if i%3 == 0 {
+			op = wsframe.OpText
+		}
+		run = append(run, m(op, true, strings.Repeat("r", i*i%300))...)
+	}
+	f.Add(cat(run, m(wsframe.OpText, false, "fr"), m(wsframe.OpContinuation, true, "ag"), run, m(wsframe.OpText, true, "\xc3")), byte(1))
+	f.Add(cat(run, m(wsframe.OpPing, true, "p"), run), byte(6))
 	f.Fuzz(func(t *testing.T, in []byte, mode byte) {
-		fuzzRelayOnce(t, in, mode)
+		fast := fuzzRelayOnce(t, in, mode, false)
+		plain := fuzzRelayOnce(t, in, mode, true)
+		sameOutcome(t, "with runs", "frame by frame", fast, plain)
 	})
 }
 
@@ -206,7 +223,9 @@ func (h panicSpotter) Handle(_ context.Context, r slog.Record) error {
 	return nil
 }
 
-func fuzzRelayOnce(t *testing.T, in []byte, mode byte) {
+func fuzzRelayOnce(t *testing.T, in []byte, mode byte, noRun bool) fuzzRun {
+	testNoRun = noRun
+	defer func() { testNoRun = false }()
 	var panicked atomic.Bool
 	opts := Options{
 		ValidateUTF8: mode&1 != 0,
@@ -273,6 +292,7 @@ func fuzzRelayOnce(t *testing.T, in []byte, mode byte) {
 			}
 		}
 	}
+	return fuzzRun{front: front, back: back}
 }
 
 // awaitRun waits for tp's Run to return (10 s, or a deadlock fails t), then for the test's

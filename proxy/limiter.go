@@ -100,3 +100,19 @@ func (b *bucket) take(now func() time.Time, n int64, throttle bool) time.Duratio
 	b.credit += need + b.batch - n
 	return d
 }
+
+// spendLocal charges one whole message of n payload bytes if the locally held credit covers
+// it in both buckets, and reports whether it did; otherwise it charges nothing, and the caller
+// takes reserve's slow path. It never reads the clock or calls into a rate.Limiter.
+func (l *Limiter) spendLocal(n int64) bool {
+	if l.msgs.lim != nil && l.msgs.credit < 1 || l.bytes.lim != nil && n > 0 && l.bytes.credit < n {
+		return false
+	}
+	if l.msgs.lim != nil {
+		l.msgs.credit--
+	}
+	if l.bytes.lim != nil && n > 0 {
+		l.bytes.credit -= n
+	}
+	return true
+}

@@ -564,6 +564,14 @@ func (p *Pair) relayFrames(src, dst *side, nb bool) relayResult {
 	defer release()
 
 	for first := true; ; first = false {
+		if p.relayRun(src, dst, &out, &w) > 0 {
+			first = false
+			// As after a frame below: without nb, flush before a read that may block.
+			if !nb && !p.moreBuffered(src.br, bufSize-w) {
+				flush()
+				release()
+			}
+		}
 		var (
 			h   wsframe.Header
 			err error

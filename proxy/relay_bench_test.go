@@ -176,6 +176,40 @@ func TestLimiterCloseAndThrottle(t *testing.T) {
 	}
 }
 
+// TestLimiterSpendLocal checks the fast path's charge (relayRun): it spends only credit that
+// reserve already took from the token buckets, in both buckets or in neither, and never more.
+func TestLimiterSpendLocal(t *testing.T) {
+	now := time.Unix(1000, 0)
+	// 1000 msgs/s, burst 160: reserve takes 10 messages extra. 100,000 B/s: 1,000 bytes extra.
+	l := NewLimiter(1000, 100_000, 160, false)
+	if l.spendLocal(10) {
+		t.Fatal("spent credit before any was taken")
+	}
+	if d := l.reserve(at(now), true, 10); d != 0 {
+		t.Fatal("first message refused")
+	}
+	if l.msgs.credit != 10 || l.bytes.credit != 1000 {
+		t.Fatalf("credit after reserve: %d messages, %d bytes; want 10, 1000", l.msgs.credit, l.bytes.credit)
+	}
+	for i := range 10 {
+		if !l.spendLocal(10) {
+			t.Fatalf("message %d not covered by the credit", i)
+		}
+	}
+	if l.spendLocal(10) {
+		t.Fatal("spent an 11th message out of 10 messages' credit")
+	}
+	if l.msgs.credit != 0 || l.bytes.credit != 900 {
+		t.Fatalf("a refused spend charged something: %d messages, %d bytes left; want 0, 900", l.msgs.credit, l.bytes.credit)
+	}
+	// Bytes alone: a message larger than the byte credit is refused whole.
+	b := NewLimiter(0, 100_000, 0, false)
+	b.reserve(at(now), true, 100)
+	if !b.spendLocal(999) || b.spendLocal(2) || b.bytes.credit != 1 {
+		t.Fatalf("byte credit: %d left, want 1 after 999 spent and 2 refused", b.bytes.credit)
+	}
+}
+
 // at returns a clock stopped at t, for limiter tests.
 func at(t time.Time) func() time.Time { return func() time.Time { return t } }
 
