@@ -20,7 +20,8 @@ var testNoRun bool
 // role, a frame not all buffered or that does not fit out, a size limit it reaches, a rate
 // limit whose locally held credit does not cover it, or text that is not valid UTF-8. So the
 // frames on the wire, the limits and the close codes are relayFrames' own. out is taken from
-// the pool when the first frame is relayed. It returns how many frames it relayed.
+// the pool when the first frame is copied; frames masked on neither side are written straight
+// from src's buffer instead (verbatim). It returns how many frames it relayed.
 func (p *Pair) relayRun(src, dst *side, out **[bufSize]byte, w *int) int {
 	if testNoRun || testPanicHook != nil || src.msg.frames.InMessage() {
 		return 0
@@ -38,6 +39,10 @@ func (p *Pair) relayRun(src, dst *side, out **[bufSize]byte, w *int) int {
 		bytes    int64
 		last     int64
 		lastOp   wsframe.Opcode
+		// Frames that are masked on neither side come out byte for byte as they went in
+		// (the same minimal length form), so they are written from src's buffer itself when
+		// nothing is pending in out: no copy and no output buffer.
+		verbatim = !masked && !dst.mask && o == 0
 	)
 	for len(b)-i >= 2 {
 		b0, b1 := b[i], b[i+1]
@@ -75,52 +80,22 @@ func (p *Pair) relayRun(src, dst *side, out **[bufSize]byte, w *int) int {
 		if dst.mask {
 			ohs += 4
 		}
-		if len(b)-i < hs+n || o+ohs+n > bufSize ||
+		text := validate && b0&0xF == byte(wsframe.OpText)
+		if len(b)-i < hs+n || !verbatim && o+ohs+n > bufSize ||
 			maxFrame > 0 && int64(n) > maxFrame || maxMsg > 0 && int64(n) > maxMsg {
 			break
 		}
-		if *out == nil {
-			*out = bufPool.Get().(*[bufSize]byte)
-		}
-		buf := (*out)[o : o+ohs+n]
-		payload := buf[ohs:]
-		copy(payload, b[i+hs:i+hs+n])
-		var okey [4]byte
-		if dst.mask {
-			putKey(&okey)
-		}
-		if validate && b0&0xF == byte(wsframe.OpText) {
-			if masked {
-				wsframe.Mask(key, 0, payload)
-			}
-			if !utf8.Valid(payload) {
+		if verbatim {
+			if text && !utf8.Valid(b[i+hs:i+hs+n]) || lim != nil && !lim.spendLocal(int64(n)) {
 				break
 			}
-			if dst.mask {
-				wsframe.Mask(okey, 0, payload)
-			}
-		} else if masked && dst.mask {
-			wsframe.Remask(key, okey, 0, payload)
-		} else if masked {
-			wsframe.Mask(key, 0, payload)
-		} else if dst.mask {
-			wsframe.Mask(okey, 0, payload)
-		}
-		if lim != nil && !lim.spendLocal(int64(n)) {
+		} else if !copyFrame(b[i:i+hs+n], hs, n, key, masked, dst.mask, text, (*outBuf(out))[o:o+ohs+n]) ||
+			lim != nil && !lim.spendLocal(int64(n)) {
 			break
 		}
-		buf[0] = b0
-		if n < 126 {
-			buf[1] = byte(n)
-		} else {
-			buf[1] = 126
-			binary.BigEndian.PutUint16(buf[2:], uint16(n))
+		if !verbatim {
+			o += ohs + n
 		}
-		if dst.mask {
-			buf[1] |= 0x80
-			copy(buf[ohs-4:], okey[:])
-		}
-		o += ohs + n
 		i += hs + n
 		frames++
 		bytes += int64(n)
@@ -129,6 +104,9 @@ func (p *Pair) relayRun(src, dst *side, out **[bufSize]byte, w *int) int {
 	}
 	if frames == 0 {
 		return 0
+	}
+	if verbatim {
+		p.writeData(dst, b[:i])
 	}
 	src.br.Discard(i)
 	*w = o
@@ -141,4 +119,56 @@ func (p *Pair) relayRun(src, dst *side, out **[bufSize]byte, w *int) int {
 		p.active.Store(true)
 	}
 	return frames
+}
+
+// outBuf returns *out, taken from the pool if it is nil.
+func outBuf(out **[bufSize]byte) *[bufSize]byte {
+	if *out == nil {
+		*out = bufPool.Get().(*[bufSize]byte)
+	}
+	return *out
+}
+
+// copyFrame copies frame (a header of hs bytes, masked with key if masked, then n payload bytes)
+// to buf as relayRun writes it: the same first byte and length form, masked with a fresh key
+// if toMask, the payload's masking changed in one pass. With text it checks the plain payload
+// as UTF-8 and reports false if it is not valid.
+func copyFrame(frame []byte, hs, n int, key [4]byte, masked, toMask, text bool, buf []byte) bool {
+	ohs := len(buf) - n
+	payload := buf[ohs:]
+	copy(payload, frame[hs:])
+	var okey [4]byte
+	if toMask {
+		putKey(&okey)
+	}
+	switch {
+	case text:
+		if masked {
+			wsframe.Mask(key, 0, payload)
+		}
+		if !utf8.Valid(payload) {
+			return false
+		}
+		if toMask {
+			wsframe.Mask(okey, 0, payload)
+		}
+	case masked && toMask:
+		wsframe.Remask(key, okey, 0, payload)
+	case masked:
+		wsframe.Mask(key, 0, payload)
+	case toMask:
+		wsframe.Mask(okey, 0, payload)
+	}
+	buf[0] = frame[0]
+	if n < 126 {
+		buf[1] = byte(n)
+	} else {
+		buf[1] = 126
+		binary.BigEndian.PutUint16(buf[2:], uint16(n))
+	}
+	if toMask {
+		buf[1] |= 0x80
+		copy(buf[ohs-4:], okey[:])
+	}
+	return true
 }
