@@ -8,5 +8,6 @@
 // 5.4 allows an intermediary to do when no extension is negotiated), and a connection holds no
 // pooled buffer while it is idle. On Linux, large backend-to-client payloads between plain
 // sockets skip user space: they go socket to socket through a pooled pipe (splice_linux.go),
-// with the same frames on the wire.
+// with the same frames on the wire. Runs of whole small messages in a read buffer are relayed
+// in one pass (run.go), also with the same frames on the wire.
 package proxy
