@@ -73,13 +73,7 @@ func (p *Pair) relayRun(src, dst *side, out **[bufSize]byte, w *int) int {
 			copy(key[:], b[i+hs:])
 			hs += 4
 		}
-		ohs := 2 // the header written: the same length form, a key if dst is masked
-		if n >= 126 {
-			ohs = 4
-		}
-		if dst.mask {
-			ohs += 4
-		}
+		ohs := wsframe.Header{Length: int64(n), Masked: dst.mask}.Size() // the header written
 		text := validate && b0&0xF == byte(wsframe.OpText)
 		if len(b)-i < hs+n || !verbatim && o+ohs+n > bufSize ||
 			maxFrame > 0 && int64(n) > maxFrame || maxMsg > 0 && int64(n) > maxMsg {
@@ -129,10 +123,10 @@ func outBuf(out **[bufSize]byte) *[bufSize]byte {
 	return *out
 }
 
-// copyFrame copies frame (a header of hs bytes, masked with key if masked, then n payload bytes)
-// to buf as relayRun writes it: the same first byte and length form, masked with a fresh key
-// if toMask, the payload's masking changed in one pass. With text it checks the plain payload
-// as UTF-8 and reports false if it is not valid.
+// copyFrame copies frame (a header of hs bytes, masked with key if masked, then n payload
+// bytes) to buf as relayFrames writes it (buf is the header's size plus n): a header in minimal
+// form, with a fresh key if toMask, and the payload's masking changed in one pass. With text it
+// checks the plain payload as UTF-8 and reports false if it is not valid.
 func copyFrame(frame []byte, hs, n int, key [4]byte, masked, toMask, text bool, buf []byte) bool {
 	ohs := len(buf) - n
 	payload := buf[ohs:]
@@ -159,16 +153,6 @@ func copyFrame(frame []byte, hs, n int, key [4]byte, masked, toMask, text bool, 
 	case toMask:
 		wsframe.Mask(okey, 0, payload)
 	}
-	buf[0] = frame[0]
-	if n < 126 {
-		buf[1] = byte(n)
-	} else {
-		buf[1] = 126
-		binary.BigEndian.PutUint16(buf[2:], uint16(n))
-	}
-	if toMask {
-		buf[1] |= 0x80
-		copy(buf[ohs-4:], okey[:])
-	}
+	wsframe.Header{Fin: true, Opcode: wsframe.Opcode(frame[0] & 0xF), Length: int64(n), Masked: toMask, Mask: okey}.Encode(buf)
 	return true
 }
