@@ -23,6 +23,15 @@ func TestHandshakeTable(t *testing.T) {
 	answers200 := httpBackend(t, http.StatusOK, "")
 	answers404 := httpBackend(t, http.StatusNotFound, "")
 	badAccept := httpBackend(t, http.StatusSwitchingProtocols, "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: d3Jvbmc=\r\n")
+	// A refusal with a body: closing the response's body reads from the dial's pooled head
+	// reader, which must not be back in its pool yet.
+	answers404Body := rawBackend(t, func(c net.Conn) {
+		if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+			return
+		}
+		fmt.Fprint(c, "HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\n\r\nnot found")
+		time.Sleep(100 * time.Millisecond)
+	})
 	g := startGateway(t, fmt.Sprintf(`
 listen "pub" { address = "127.0.0.1:0" }
 limits {
@@ -51,7 +60,8 @@ route "/silent"  { backend = "ws://%[3]s/" }
 route "/ok200"   { backend = "ws://%[4]s/" }
 route "/nf404"   { backend = "ws://%[5]s/" }
 route "/badaccept" { backend = "ws://%[6]s/" }
-`, b.addr(), refused, silent, answers200, answers404, badAccept))
+route "/nf404body" { backend = "ws://%[7]s/" }
+`, b.addr(), refused, silent, answers200, answers404, badAccept, answers404Body))
 	addr := g.Addr("pub").String()
 	origin := "Origin: https://good.example"
 
@@ -71,6 +81,7 @@ route "/badaccept" { backend = "ws://%[6]s/" }
 		{"backend refused", "/refused", nil, 502, ""},
 		{"backend answers 200", "/ok200", nil, 502, ""},
 		{"backend answers 404", "/nf404", nil, 502, ""},
+		{"backend answers 404 with a body", "/nf404body", nil, 502, ""},
 		{"backend wrong accept", "/badaccept", nil, 502, ""},
 		{"backend handshake timeout", "/silent", nil, 504, ""},
 	}

@@ -133,8 +133,10 @@ func handshake(conn net.Conn, req *BackendRequest) (*Backend, error) {
 	}
 
 	br := GetReader(conn)
-	resp, err := http.ReadResponse(bufio.NewReader(&limitedPeek{br: br, left: maxResponseHeader}), nil)
+	head := GetReader(&limitedPeek{br: br, left: maxResponseHeader}) // pooled: one per dial
+	resp, err := http.ReadResponse(head, nil)
 	if err != nil {
+		PutReader(head)
 		PutReader(br)
 		return nil, handshakeIOError(err)
 	}
@@ -144,7 +146,8 @@ func handshake(conn net.Conn, req *BackendRequest) (*Backend, error) {
 			PutReader(br)
 		}
 	}()
-	resp.Body.Close()
+	resp.Body.Close() // the body, if any, reads from head: close it before head goes back
+	PutReader(head)
 	if resp.StatusCode != http.StatusSwitchingProtocols {
 		return nil, &DialError{Status: http.StatusBadGateway, Reason: fmt.Sprintf("backend answered %d instead of 101", resp.StatusCode)}
 	}
