@@ -70,9 +70,6 @@ func (g *Gateway) serveConn(l *listener, c net.Conn) {
 			return
 		}
 	}
-	if tc, ok := c.(*net.TCPConn); ok {
-		tc.SetNoDelay(true)
-	}
 	cfg := g.cfg.Load()
 	start := time.Now()
 	hsDeadline := start.Add(cfg.Limits.HandshakeTimeout)

@@ -78,9 +78,7 @@ func Dial(ctx context.Context, req *BackendRequest) (*Backend, error) {
 	if err != nil {
 		return nil, dialError(err)
 	}
-	if tc, ok := conn.(*net.TCPConn); ok {
-		tc.SetNoDelay(true)
-	}
+	// TCP_NODELAY is already set: Go sets it on every TCPConn it makes.
 	b, err := handshake(conn, req)
 	if err != nil {
 		conn.Close()
