@@ -69,11 +69,8 @@ func (l *Limiter) reserve(now func() time.Time, newMsg bool, n int64) time.Durat
 // take spends n tokens: from the local credit when it covers them, else from the limiter
 // together with a batch of extra tokens (in close mode only as many as it has now).
 func (b *bucket) take(now func() time.Time, n int64, throttle bool) time.Duration {
-	if b.lim == nil || n <= 0 {
-		return 0
-	}
-	if b.credit >= n {
-		b.credit -= n
+	if b.covers(n) {
+		b.spend(n)
 		return 0
 	}
 	t := now()
@@ -105,14 +102,21 @@ func (b *bucket) take(now func() time.Time, n int64, throttle bool) time.Duratio
 // it in both buckets, and reports whether it did; otherwise it charges nothing, and the caller
 // takes reserve's slow path. It never reads the clock or calls into a rate.Limiter.
 func (l *Limiter) spendLocal(n int64) bool {
-	if l.msgs.lim != nil && l.msgs.credit < 1 || l.bytes.lim != nil && n > 0 && l.bytes.credit < n {
+	if !l.msgs.covers(1) || !l.bytes.covers(n) {
 		return false
 	}
-	if l.msgs.lim != nil {
-		l.msgs.credit--
-	}
-	if l.bytes.lim != nil && n > 0 {
-		l.bytes.credit -= n
-	}
+	l.msgs.spend(1)
+	l.bytes.spend(n)
 	return true
+}
+
+// covers reports whether n tokens need nothing from the rate.Limiter: the bucket is unlimited,
+// n is not positive, or the local credit holds them.
+func (b *bucket) covers(n int64) bool { return b.lim == nil || n <= 0 || b.credit >= n }
+
+// spend takes n tokens that covers said the local credit holds.
+func (b *bucket) spend(n int64) {
+	if b.lim != nil && n > 0 {
+		b.credit -= n
+	}
 }

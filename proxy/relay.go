@@ -672,9 +672,7 @@ func (p *Pair) relayFrames(src, dst *side, nb bool) relayResult {
 			if dst.mask {
 				putKey(&oh.Mask)
 			}
-			if out == nil {
-				out = bufPool.Get().(*[bufSize]byte)
-			}
+			outBuf(&out)
 			if canSplice && n-src.br.Buffered() >= spliceMin {
 				if sp := getSplicer(); sp != nil {
 					flush()
