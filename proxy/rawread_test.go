@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"runtime"
 	"testing"
 	"time"
 
@@ -247,4 +248,65 @@ func TestParkedSidesHoldNoBuffer(t *testing.T) {
 		}
 	}
 	waitParked(2*parkAfter + time.Second)
+}
+
+// TestStartParksIdleSides: Start parks a plain side with nothing to read without starting a
+// pump for it (no goroutine to find nothing and end), and a side whose handshake reader
+// already holds a frame gets its pump at once; both relay as usual afterwards.
+func TestStartParksIdleSides(t *testing.T) {
+	if !parkingSupported {
+		t.Skip("no parking on this system")
+	}
+	defer goleak.VerifyNone(t)
+	for _, early := range []bool{false, true} {
+		t.Run(fmt.Sprintf("early=%v", early), func(t *testing.T) {
+			cg, ct := socketPair(t)
+			bg, bt := socketPair(t)
+			defer ct.Close()
+			defer bt.Close()
+			cr := bufio.NewReaderSize(cg, readerSize)
+			if early {
+				// A frame that came with the upgrade request, in the handshake's reader.
+				ct.Write(clientFrame(wsframe.OpText, []byte("early")))
+				if _, err := cr.Peek(1); err != nil {
+					t.Fatal(err)
+				}
+			}
+			p := NewPair(cg, cr, bg, bufio.NewReaderSize(bg, readerSize), &Options{CloseTimeout: time.Second, WriteTimeout: time.Second})
+			done := make(chan Result, 1)
+			before := runtime.NumGoroutine()
+			p.Start(func(r Result) { done <- r })
+			started := runtime.NumGoroutine() - before // the lot's poller may have started too
+			lockLot()
+			cp, bp := p.client.parked.Load(), p.backend.parked.Load()
+			unlockLot()
+			if !bp || cp == early {
+				t.Fatalf("parked at start: client %v, backend %v; want client %v, backend true", cp, bp, !early)
+			}
+			want := 1
+			if early {
+				want = 2
+			}
+			if early && started < 1 || started > want {
+				t.Fatalf("Start started %d goroutines", started)
+			}
+			if !early {
+				ct.Write(clientFrame(wsframe.OpText, []byte("later")))
+			}
+			var hb [wsframe.MaxHeaderSize]byte
+			bt.SetReadDeadline(time.Now().Add(5 * time.Second))
+			h, err := wsframe.ReadHeader(bt, &hb)
+			if err != nil || h.Opcode != wsframe.OpText || h.Length != 5 || !h.Masked {
+				t.Fatalf("backend got %+v, %v", h, err)
+			}
+			bt.Write(wsframe.AppendFrame(nil, wsframe.Header{Fin: true, Opcode: wsframe.OpText}, []byte("back")))
+			ct.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if h, err := wsframe.ReadHeader(ct, &hb); err != nil || h.Length != 4 {
+				t.Fatalf("client got %+v, %v", h, err)
+			}
+			ct.Close()
+			bt.Close()
+			<-done
+		})
+	}
 }

@@ -257,8 +257,39 @@ func (p *Pair) Start(done func(Result)) {
 	p.onDone = done
 	p.startTimers()
 	p.running.Store(2)
-	go p.pumpTask(&p.backend)
-	go p.pumpTask(&p.client)
+	for _, s := range []*side{&p.backend, &p.client} {
+		if !p.startParked(s) {
+			go p.pumpTask(s)
+		}
+	}
+}
+
+// startParked parks a new plain side with nothing buffered without starting its pump: most
+// new connections are idle first, and a pump started only to find no data and park again
+// cost a goroutine, a read(2) and a stack growth per side. A socket that is already readable
+// is reported at once by the lot, which starts the pump as for any wake. It reports false
+// (start the pump) for a TLS side, whose tls.Conn may hold bytes the socket does not show,
+// for a side with bytes that arrived with the handshake, and if the socket cannot be watched.
+func (p *Pair) startParked(s *side) bool {
+	if s.w.raw == nil || s.w.fd < 0 || !parkingSupported || s.br != nil && s.br.Buffered() > 0 {
+		return false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.finished {
+		return false
+	}
+	if s.br != nil {
+		// The handshake's reader reads the connection; a pump reads through s (see pump).
+		PutReader(s.br)
+		s.br = nil
+	}
+	s.parked.Store(true)
+	if lot.park(s) {
+		return true
+	}
+	s.parked.Store(false)
+	return false
 }
 
 // resume runs a parked side's pump again (its socket became readable, or the pair is ending).

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -170,5 +171,41 @@ func BenchmarkSweep(b *testing.B) {
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/side")
 		})
+	}
+}
+
+// TestEpollWaitNow: the lot's non-blocking wait reports nothing on a quiet descriptor, at
+// once, and the descriptor once it is readable.
+func TestEpollWaitNow(t *testing.T) {
+	epfd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(epfd)
+	var pipe [2]int
+	if err := syscall.Pipe2(pipe[:], syscall.O_CLOEXEC|syscall.O_NONBLOCK); err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(pipe[0])
+	defer syscall.Close(pipe[1])
+	ev := syscall.EpollEvent{Events: syscall.EPOLLIN, Fd: int32(pipe[0])}
+	if err := syscall.EpollCtl(epfd, syscall.EPOLL_CTL_ADD, pipe[0], &ev); err != nil {
+		t.Fatal(err)
+	}
+	var events [4]syscall.EpollEvent
+	start := time.Now()
+	if n, err := epollWaitNow(uintptr(epfd), events[:]); n != 0 || err != nil {
+		t.Fatalf("quiet: %d events, %v", n, err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("quiet wait took %v", d)
+	}
+	syscall.Write(pipe[1], []byte{1})
+	n, err := epollWaitNow(uintptr(epfd), events[:])
+	if n != 1 || err != nil || events[0].Fd != int32(pipe[0]) || events[0].Events&syscall.EPOLLIN == 0 {
+		t.Fatalf("readable: %d events %+v, %v", n, events[:n], err)
+	}
+	if _, err := epollWaitNow(uintptr(pipe[0]), events[:]); err != syscall.EINVAL {
+		t.Fatalf("not an epoll descriptor: %v, want EINVAL", err)
 	}
 }
