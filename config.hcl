@@ -163,6 +163,13 @@ limits {
   # reading would otherwise pin buffers and the other side). Default "10s"; "0" = no timeout.
   write_timeout = "10s"
 
+  # TCP keepalive probes on both sockets of a connection (client and backend): the first after
+  # this long without traffic, then one every this long; the kernel drops the connection after
+  # 9 unanswered. Default "0" = off, as in nginx and HAProxy: the keepalive pings
+  # (ping_interval) already find a dead peer, and probes cost packets and timers for every idle
+  # connection. Set it when pings are off and something between needs traffic to keep state.
+  tcp_keepalive = "0"
+
   # Backend TCP dial timeout; on expiry the client gets 503. Default "5s"; "0" = OS default.
   dial_timeout = "5s"
 

@@ -253,7 +253,8 @@ func TestParseDefaults(t *testing.T) {
 		l.CloseTimeout != 5*time.Second || l.WriteTimeout != 10*time.Second ||
 		l.DialTimeout != 5*time.Second || l.BackendHandshakeTimeout != 10*time.Second ||
 		l.MaxConnectionsPerIP != 1000 || l.HandshakesPerIPPerSecond != 50 || l.MaxConnections != 0 ||
-		l.BackendMessagesPerSecond != 0 || l.BackendBytesPerSecond != 0 || l.BackendBurst != 200 {
+		l.BackendMessagesPerSecond != 0 || l.BackendBytesPerSecond != 0 || l.BackendBurst != 200 ||
+		l.TCPKeepalive != 0 {
 		t.Errorf("DefaultLimits() = %+v", l)
 	}
 }
@@ -265,6 +266,7 @@ limits {
   burst            = 50
   idle_timeout     = "1m"
   on_limit         = "close"
+  tcp_keepalive    = "2m"
 }
 route "/a/" {
   backend = "ws://127.0.0.1:1/x"
@@ -279,6 +281,7 @@ route "/b" {
   limits {
     backend_burst  = 7
     idle_timeout   = 0
+    tcp_keepalive  = "0"
   }
 }
 route "/c" {
@@ -287,15 +290,16 @@ route "/c" {
 `)
 	top := cfg.Limits
 	if top.MaxMessageSize != 8<<20 || top.Burst != 50 || top.BackendBurst != 50 || top.IdleTimeout != time.Minute ||
-		top.OnLimit != OnLimitClose || top.MaxFrameSize != 1<<20 {
+		top.OnLimit != OnLimitClose || top.MaxFrameSize != 1<<20 || top.TCPKeepalive != 2*time.Minute {
 		t.Errorf("top limits %+v", top)
 	}
 	a, b, c := cfg.Routes[0].Limits, cfg.Routes[1].Limits, cfg.Routes[2].Limits
 	if a.MaxMessageSize != 65536 || a.MessagesPerSecond != 0 || a.Burst != 10 || a.BackendBurst != 10 ||
-		a.IdleTimeout != time.Minute || a.OnLimit != OnLimitClose || a.PingInterval != 30*time.Second {
+		a.IdleTimeout != time.Minute || a.OnLimit != OnLimitClose || a.PingInterval != 30*time.Second ||
+		a.TCPKeepalive != 2*time.Minute {
 		t.Errorf("route /a/ limits %+v", a)
 	}
-	if b.BackendBurst != 7 || b.Burst != 50 || b.IdleTimeout != 0 || b.MaxMessageSize != 8<<20 {
+	if b.BackendBurst != 7 || b.Burst != 50 || b.IdleTimeout != 0 || b.MaxMessageSize != 8<<20 || b.TCPKeepalive != 0 {
 		t.Errorf("route /b limits %+v", b)
 	}
 	if c != top {

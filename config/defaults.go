@@ -44,6 +44,7 @@ func DefaultLimits() Limits {
 		PongTimeout:              10 * time.Second,
 		CloseTimeout:             5 * time.Second,
 		WriteTimeout:             10 * time.Second,
+		TCPKeepalive:             0, // the keepalive pings find dead peers (nginx and HAProxy send no probes either)
 		DialTimeout:              5 * time.Second,
 		BackendHandshakeTimeout:  10 * time.Second,
 		MaxConnectionsPerIP:      1000,

@@ -32,6 +32,7 @@ var limitFields = []limitField{
 	{name: "pong_timeout", ptr: func(l *Limits) any { return &l.PongTimeout }, zero: "no timeout"},
 	{name: "close_timeout", ptr: func(l *Limits) any { return &l.CloseTimeout }, zero: "no timeout"},
 	{name: "write_timeout", ptr: func(l *Limits) any { return &l.WriteTimeout }, zero: "no timeout"},
+	{name: "tcp_keepalive", ptr: func(l *Limits) any { return &l.TCPKeepalive }, zero: "off"},
 	{name: "dial_timeout", ptr: func(l *Limits) any { return &l.DialTimeout }, zero: "no timeout"},
 	{name: "backend_handshake_timeout", ptr: func(l *Limits) any { return &l.BackendHandshakeTimeout }, zero: "no timeout"},
 	{name: "max_connections_per_ip", ptr: func(l *Limits) any { return &l.MaxConnectionsPerIP }, zero: "no cap"},

@@ -124,6 +124,7 @@ type Limits struct {
 	PongTimeout              time.Duration // wait for a pong; default 10s
 	CloseTimeout             time.Duration // wait for the close reply; default 5s
 	WriteTimeout             time.Duration // one write to a peer; default 10s
+	TCPKeepalive             time.Duration // TCP keepalive probes on both sockets; default 0 = off
 	DialTimeout              time.Duration // backend TCP dial; default 5s
 	BackendHandshakeTimeout  time.Duration // backend 101; default 10s
 	MaxConnectionsPerIP      int           // default 1000; 0 = no cap

@@ -114,6 +114,11 @@ func (g *Gateway) serveConn(l *listener, c net.Conn) {
 		return
 	}
 	cc.slot = h.release // set by prepare; idempotent
+	if d := h.rt.Limits.TCPKeepalive; d > 0 {
+		if tc, ok := c.(*net.TCPConn); ok { // the listener turned Go's default probes off
+			tc.SetKeepAliveConfig(proxy.KeepAliveConfig(d))
+		}
+	}
 	backend, ref := h.dialBackend(req)
 	if ref != nil {
 		h.refuse(ref)
@@ -275,6 +280,7 @@ func (h *handshake) dialBackend(req *http.Request) (*proxy.Backend, *refusal) {
 		Header:           backendHeader(req, h.rt, h),
 		DialTimeout:      lim.DialTimeout,
 		HandshakeTimeout: hsTimeout,
+		TCPKeepalive:     lim.TCPKeepalive,
 	})
 	if err != nil {
 		var de *proxy.DialError

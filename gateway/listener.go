@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -60,7 +61,10 @@ func (g *Gateway) listen(lc *config.Listener) (_ *listener, err error) {
 	if lc.TLS != nil && g.opts.TLS == nil {
 		return nil, fmt.Errorf("listener %q: TLS is not available", lc.Name)
 	}
-	if l.ln, err = net.Listen("tcp", lc.Address); err != nil {
+	// No TCP keepalive on accepted sockets (Go's default is probes every 15 s): a route's
+	// tcp_keepalive turns it on once the request has chosen the route.
+	noKeepalive := net.ListenConfig{KeepAlive: -1}
+	if l.ln, err = noKeepalive.Listen(context.Background(), "tcp", lc.Address); err != nil {
 		return nil, fmt.Errorf("listener %q: %w", lc.Name, err)
 	}
 	if lc.TLS == nil {
