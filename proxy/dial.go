@@ -76,7 +76,7 @@ func Dial(ctx context.Context, req *BackendRequest) (*Backend, error) {
 	if req.URL.Port() == "" {
 		host = net.JoinHostPort(req.URL.Hostname(), "80")
 	}
-	d := net.Dialer{Timeout: req.DialTimeout, KeepAlive: -1} // Go's default: probes every 15 s
+	d := net.Dialer{Timeout: req.DialTimeout, KeepAlive: -1} // -1: not Go's default probes every 15 s
 	if req.TCPKeepalive > 0 {
 		d.KeepAliveConfig = KeepAliveConfig(req.TCPKeepalive)
 	}
