@@ -274,15 +274,22 @@ func (p *Pair) startParked(s *side) bool {
 	if s.w.raw == nil || s.w.fd < 0 || !parkingSupported || s.br != nil && s.br.Buffered() > 0 {
 		return false
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.finished {
-		return false
-	}
 	if s.br != nil {
 		// The handshake's reader reads the connection; a pump reads through s (see pump).
 		PutReader(s.br)
 		s.br = nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.parkLocked(s)
+}
+
+// parkLocked hands s to the parking lot unless the pair has finished (finish resumes parked
+// sides) or the socket cannot be watched; it reports whether s is parked. Called with p.mu
+// held, so finish sees s either parked or not, never half way.
+func (p *Pair) parkLocked(s *side) bool {
+	if p.finished {
+		return false
 	}
 	s.parked.Store(true)
 	if lot.park(s) {
@@ -534,18 +541,10 @@ func (p *Pair) disarmAndPark(src *side, wait func() error) error {
 	}
 	p.clearDeadline(src)
 	p.mu.Lock()
-	if p.finished {
-		p.mu.Unlock()
-		return wait()
-	}
-	src.parked.Store(true)
-	if lot.park(src) {
-		p.mu.Unlock()
-		return errParked
-	}
+	parked := p.parkLocked(src)
 	p.mu.Unlock()
-	if !src.parked.CompareAndSwap(true, false) {
-		return errParked // someone resumed it meanwhile
+	if parked {
+		return errParked
 	}
 	return wait()
 }
