@@ -159,8 +159,10 @@ limits {
   # it ourselves. Default "5s"; "0" = no wait.
   close_timeout = "5s"
 
-  # A single write to a peer that takes longer than this cuts that peer (a peer that stops
-  # reading would otherwise pin buffers and the other side). Default "10s"; "0" = no timeout.
+  # A write to a peer that cannot finish within this long cuts that peer (a peer that stops
+  # reading would otherwise pin buffers and the other side). The time counts from when the
+  # peer's socket buffer was found full, so writes that never wait cost no timer. Default
+  # "10s"; "0" = no timeout.
   write_timeout = "10s"
 
   # TCP keepalive probes on both sockets of a connection (client and backend): the first after

@@ -50,6 +50,7 @@ type rawWriter struct {
 	fn  func(fd uintptr) bool // w.write, bound once
 	b   []byte
 	err error
+	dl  blockedWrite // arms the side's write deadline when the socket buffer fills
 }
 
 var rawWriterPool = sync.Pool{New: func() any {
@@ -68,6 +69,7 @@ func (w *rawWriter) write(fd uintptr) bool {
 			w.b = w.b[n:]
 		case syscall.EINTR:
 		case syscall.EAGAIN:
+			w.dl.blocked()
 			return false
 		default:
 			w.err = os.NewSyscallError("write", e)
@@ -77,15 +79,16 @@ func (w *rawWriter) write(fd uintptr) bool {
 	return true
 }
 
-// rawWriteAll writes all of b to raw's socket (its write deadline applies).
-func rawWriteAll(raw syscall.RawConn, b []byte) error {
+// rawWriteAll writes all of b to s's socket; if the socket buffer fills, s's write deadline
+// applies from then on (see Pair.writeBlocked). Called with s.wmu held.
+func rawWriteAll(s *side, b []byte) error {
 	w := rawWriterPool.Get().(*rawWriter)
-	w.b, w.err = b, nil
-	err := raw.Write(w.fn)
+	w.b, w.err, w.dl = b, nil, blockedWrite{s: s}
+	err := s.w.raw.Write(w.fn)
 	if err == nil {
 		err = w.err
 	}
-	w.b, w.err = nil, nil
+	w.b, w.err, w.dl = nil, nil, blockedWrite{}
 	rawWriterPool.Put(w)
 	return err
 }

@@ -2,10 +2,7 @@
 
 package proxy
 
-import (
-	"errors"
-	"syscall"
-)
+import "errors"
 
 // rawIOSupported: without Unix syscalls, every side is read and written through its net.Conn
 // (initWaiter leaves waiter.raw nil), so the functions below are never called.
@@ -13,4 +10,4 @@ const rawIOSupported = false
 
 func rawRead(int, []byte) (int, error) { return 0, errors.ErrUnsupported }
 
-func rawWriteAll(syscall.RawConn, []byte) error { return errors.ErrUnsupported }
+func rawWriteAll(*side, []byte) error { return errors.ErrUnsupported }

@@ -134,7 +134,7 @@ type side struct {
 
 	// Guarded by wmu: a frame's header and payload are written as one unit.
 	wmu       sync.Mutex
-	wdeadline time.Duration // the write deadline set last, on the monotonic clock (monoNow)
+	wdeadline time.Duration // the write deadline set last, on the monotonic clock (monoNow); 0: none
 	closeSent bool
 
 	who  Side
@@ -882,19 +882,74 @@ func (s *side) write(b []byte) error {
 		_, err := s.conn.Write(b)
 		return err
 	}
-	return rawWriteAll(s.w.raw, b)
+	return rawWriteAll(s, b)
 }
 
-// armWriteDeadline keeps a write deadline between 3/4 and 1 WriteTimeout ahead without
-// resetting it on every write. Called with wmu held.
+// Write deadlines. A write that cannot finish within WriteTimeout cuts the peer. A TLS side
+// keeps its deadline between 3/4 and 1 WriteTimeout ahead of every write without resetting
+// it each time. A plain side, written with raw syscalls, sets none while its writes go
+// straight into the socket buffer, which is nearly always: each deadline set is a timer
+// moved in the runtime's heap, one per few writes at a message a second per connection. Its
+// deadline is armed only when a write finds the buffer full (writeBlocked), and cleared before
+// a later write once it is no longer far enough ahead (an old deadline passing between writes
+// would fail the next write at once). A plain write therefore fails 3/4 to 1 WriteTimeout
+// after it first blocked.
+
+// armWriteDeadline prepares s's write deadline for a write. Called with s.wmu held.
 func (p *Pair) armWriteDeadline(s *side) {
 	wt := p.opts.WriteTimeout
 	if wt <= 0 {
 		return
 	}
-	if now := monoNow(); now+wt-wt/4 > s.wdeadline {
+	if s.w.raw != nil {
+		if s.wdeadline != 0 && monoNow()+wt-wt/4 > s.wdeadline {
+			s.wdeadline = 0
+			s.conn.SetWriteDeadline(time.Time{})
+			if testDeadlineSets != nil {
+				testDeadlineSets.Add(1)
+			}
+		}
+		return
+	}
+	p.setWriteDeadline(s, wt)
+}
+
+// writeBlocked arms a plain side's write deadline when its socket buffer is full. Called
+// from inside the raw write callback, with s.wmu held, once per write.
+func (p *Pair) writeBlocked(s *side) {
+	if wt := p.opts.WriteTimeout; wt > 0 {
+		p.setWriteDeadline(s, wt)
+	}
+}
+
+// setWriteDeadline moves s's write deadline to WriteTimeout ahead unless it is still at least
+// 3/4 of that ahead.
+func (p *Pair) setWriteDeadline(s *side, wt time.Duration) {
+	if now := monoNow(); s.wdeadline == 0 || now+wt-wt/4 > s.wdeadline {
 		s.wdeadline = now + wt
 		s.conn.SetWriteDeadline(time.Now().Add(wt))
+		if testDeadlineSets != nil {
+			testDeadlineSets.Add(1)
+		}
+	}
+}
+
+// testDeadlineSets, when set (by tests, before any pair runs), counts write deadlines set or
+// cleared by the relay.
+var testDeadlineSets *atomic.Int64
+
+// blockedWrite is a raw write callback's link to its side: the first time the socket buffer
+// is full during one write, the side's write deadline is armed.
+type blockedWrite struct {
+	s    *side
+	done bool
+}
+
+// blocked is called by the callback on EAGAIN, before it reports false to wait.
+func (b *blockedWrite) blocked() {
+	if !b.done && b.s != nil {
+		b.done = true
+		b.s.pair.writeBlocked(b.s)
 	}
 }
 

@@ -61,7 +61,8 @@ type splicer struct {
 	want     int // fill: bytes still to take from the source
 	full     bool
 	err      error
-	hdr      []byte // send: the header and buffered payload still to write
+	hdr      []byte       // send: the header and buffered payload still to write
+	dl       blockedWrite // send: arms the destination's write deadline when its buffer fills
 	fillFn   func(fd uintptr) bool
 	sendFn   func(fd uintptr) bool
 	lastUsed time.Duration // monoNow when it went back to the pool
@@ -227,6 +228,7 @@ func (sp *splicer) send(fd uintptr) bool {
 			sp.hdr = sp.hdr[n:]
 		case syscall.EINTR:
 		case syscall.EAGAIN:
+			sp.dl.blocked()
 			return false
 		default:
 			sp.err = os.NewSyscallError("sendto", e)
@@ -240,6 +242,7 @@ func (sp *splicer) send(fd uintptr) bool {
 			sp.held -= n
 		case syscall.EINTR:
 		case syscall.EAGAIN:
+			sp.dl.blocked()
 			return false
 		default:
 			sp.err = os.NewSyscallError("splice", e)
@@ -300,7 +303,9 @@ func (p *Pair) spliceChunk(src, dst *side, sp *splicer, out *[bufSize]byte, oh w
 		return false
 	}
 	p.armWriteDeadline(dst)
+	sp.dl = blockedWrite{s: dst}
 	err = dst.w.raw.Write(sp.sendFn)
+	sp.dl = blockedWrite{}
 	if err == nil {
 		err = sp.err
 	}

@@ -1,0 +1,148 @@
+//go:build linux
+
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/wsgate/wsgate/wsframe"
+)
+
+// TestWriteDeadlineOnlyWhenBlocked: a plain side sets no write deadline while its writes go
+// straight into the socket buffer; a write that finds the buffer full arms one; that deadline
+// does not outlive the stall (after a quiet spell longer than write_timeout the next message
+// still goes through); and a client that stays stalled is cut write_timeout after the write
+// blocked, the backend being told 1001. Both the buffered and the spliced write paths.
+func TestWriteDeadlineOnlyWhenBlocked(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	const wt = time.Second
+	for _, noSplice := range []bool{true, false} {
+		t.Run(fmt.Sprintf("noSplice=%v", noSplice), func(t *testing.T) {
+			testNoSplice = noSplice
+			defer func() { testNoSplice = false }()
+			sets := new(atomic.Int64)
+			testDeadlineSets = sets
+			defer func() { testDeadlineSets = nil }()
+			spliced := spliceCounter(t)
+
+			client, backend, done := tcpTestPair(t, Options{WriteTimeout: wt, CloseTimeout: time.Second})
+			defer func() { client.Close(); backend.Close(); <-done }()
+			cbr, bbr := bufio.NewReader(client), bufio.NewReader(backend)
+
+			roundTrips := func(stage string, n int) {
+				t.Helper()
+				for i := range n {
+					msg := []byte(fmt.Sprintf("%s %d", stage, i))
+					if _, err := client.Write(clientFrame(wsframe.OpText, msg)); err != nil {
+						t.Fatalf("%s: client write: %v", stage, err)
+					}
+					if h, p, err := readFrame(backend, bbr); err != nil || h.Opcode != wsframe.OpText || !bytes.Equal(p, msg) {
+						t.Fatalf("%s: backend got %+v %q, %v; want %q", stage, h, p, err, msg)
+					}
+					if _, err := backend.Write(wsframe.AppendFrame(nil, wsframe.Header{Fin: true, Opcode: wsframe.OpText}, msg)); err != nil {
+						t.Fatalf("%s: backend write: %v", stage, err)
+					}
+					if h, p, err := readFrame(client, cbr); err != nil || h.Opcode != wsframe.OpText || !bytes.Equal(p, msg) {
+						t.Fatalf("%s: client got %+v %q, %v; want %q", stage, h, p, err, msg)
+					}
+				}
+			}
+
+			// 1. Writes that never block set no deadline.
+			roundTrips("warm", 100)
+			if n := sets.Load(); n != 0 {
+				t.Fatalf("%d write deadlines set or cleared for 200 writes that never blocked, want 0", n)
+			}
+
+			// 2. The client stops reading: the gateway's write to it blocks and arms the deadline.
+			// The client reads everything within the write timeout, and every frame is whole.
+			payload := bytes.Repeat([]byte("0123456789abcdef"), 2<<10) // 32 KiB
+			frame := wsframe.AppendFrame(nil, wsframe.Header{Fin: true, Opcode: wsframe.OpBinary}, payload)
+			const frames = 256 // 8 MiB: more than the sockets between backend and client hold
+			var wg sync.WaitGroup
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				backend.SetWriteDeadline(time.Now().Add(10 * time.Second))
+				for range frames {
+					if _, err := backend.Write(frame); err != nil {
+						return
+					}
+				}
+			}()
+			blockedAt := waitFor(t, sets, 1)
+			if el := time.Since(blockedAt); el > wt/2 {
+				t.Fatalf("the stall was seen after %v; the test needs it within write_timeout/2", el)
+			}
+			for i := range frames {
+				h, p, err := readFrame(client, cbr)
+				if err != nil || h.Opcode != wsframe.OpBinary || !bytes.Equal(p, payload) {
+					t.Fatalf("stalled frame %d: client got %+v (%d bytes), %v; want 32 KiB whole", i, h, len(p), err)
+				}
+			}
+			wg.Wait()
+			if !noSplice && spliced.bytes.Load() == 0 {
+				t.Fatal("nothing was spliced")
+			}
+
+			// 3. A quiet spell longer than the write timeout: the deadline armed by the stall
+			// must not fail the next write.
+			time.Sleep(wt + wt/2)
+			roundTrips("after the stall", 3)
+
+			// 4. The client stalls for good: cut write_timeout after the write blocked.
+			armed := sets.Load()
+			stop := make(chan struct{})
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				backend.SetWriteDeadline(time.Now().Add(10 * time.Second))
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					if _, err := backend.Write(frame); err != nil {
+						return
+					}
+				}
+			}()
+			blockedAt = waitFor(t, sets, armed+1)
+			h, p, err := readFrame(backend, bbr)
+			el := time.Since(blockedAt)
+			close(stop)
+			if err != nil || h.Opcode != wsframe.OpClose {
+				t.Fatalf("backend got %+v, %v; want a close frame", h, err)
+			}
+			if code, _, _ := wsframe.ParseClosePayload(p); code != wsframe.CloseGoingAway {
+				t.Fatalf("backend was sent close %d, want 1001 (client gone)", code)
+			}
+			if el < wt*3/4 || el > 2*wt {
+				t.Fatalf("client cut %v after its write blocked, want write_timeout (%v)", el, wt)
+			}
+			backend.Close()
+			wg.Wait()
+		})
+	}
+}
+
+// waitFor waits until c reaches at least n and returns when it saw that.
+func waitFor(t *testing.T, c *atomic.Int64, n int64) time.Time {
+	t.Helper()
+	for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(2 * time.Millisecond) {
+		if c.Load() >= n {
+			return time.Now()
+		}
+	}
+	t.Fatalf("write deadline count stayed at %d, want %d: no write blocked", c.Load(), n)
+	return time.Time{}
+}
