@@ -81,7 +81,7 @@ func (g *Gateway) serveConn(l *listener, c net.Conn) {
 	st := l.tls.Load()
 	isTLS := st != nil
 	if isTLS {
-		tc := tls.Server(c, st.cfg)
+		tc := tls.Server(proxy.TLSSocket(c), st.cfg)
 		if err := tc.Handshake(); err != nil {
 			g.log.Debug("tls handshake failed", "client", c.RemoteAddr().String(), "err", err)
 			return

@@ -4,8 +4,10 @@ package proxy
 
 import (
 	"io"
+	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"unsafe"
 )
@@ -92,3 +94,45 @@ func rawWriteAll(s *side, b []byte) error {
 	rawWriterPool.Put(w)
 	return err
 }
+
+// tlsSocket is the TCP connection under a TLS side's crypto/tls.Conn (see TLSSocket): its
+// writes are raw syscalls inside RawConn.Write, like a plain side's, and a write that finds
+// the socket buffer full arms the side's write deadline (owner is set while the relay writes,
+// under the side's wmu). Reads, deadlines and closing are the TCP connection's.
+type tlsSocket struct {
+	*net.TCPConn
+	raw   syscall.RawConn
+	owner atomic.Pointer[side]
+}
+
+// TLSSocket returns what crypto/tls should run over for c: c itself unless it is a TCP
+// connection, else a wrapper whose writes the relay can make without moving a timer on every
+// write (see Pair.armWriteDeadline).
+func TLSSocket(c net.Conn) net.Conn {
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return c
+	}
+	raw, err := tc.SyscallConn()
+	if err != nil {
+		return c
+	}
+	return &tlsSocket{TCPConn: tc, raw: raw}
+}
+
+// Write writes all of b (crypto/tls writes whole records).
+func (t *tlsSocket) Write(b []byte) (int, error) {
+	w := rawWriterPool.Get().(*rawWriter)
+	w.b, w.err, w.dl = b, nil, blockedWrite{s: t.owner.Load()}
+	err := t.raw.Write(w.fn)
+	n := len(b) - len(w.b)
+	if err == nil && w.err != nil {
+		err = &net.OpError{Op: "write", Net: "tcp", Source: t.LocalAddr(), Addr: t.RemoteAddr(), Err: w.err}
+	}
+	w.b, w.err, w.dl = nil, nil, blockedWrite{}
+	rawWriterPool.Put(w)
+	return n, err
+}
+
+// setOwner names the side whose write deadline a blocked write arms (nil: none).
+func (t *tlsSocket) setOwner(s *side) { t.owner.Store(s) }

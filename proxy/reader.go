@@ -99,6 +99,7 @@ func (s *side) initWaiter(c net.Conn) {
 	if tc, ok := c.(*tls.Conn); ok {
 		w.isTLS = true
 		sock = tc.NetConn()
+		s.tlsw, _ = sock.(*tlsSocket)
 	}
 	sc, ok := sock.(syscall.Conn)
 	if !ok {

@@ -137,6 +137,8 @@ type side struct {
 	wdeadline time.Duration // the write deadline set last, on the monotonic clock (monoNow); 0: none
 	closeSent bool
 
+	tlsw *tlsSocket // a TLS side's socket when it comes from TLSSocket: lazy write deadlines
+
 	who  Side
 	role wsframe.Role // how frames read from this side are checked
 	mask bool         // frames written to this side are masked (the backend)
@@ -878,22 +880,26 @@ func (p *Pair) writeData(dst *side, b []byte) bool {
 
 // write writes all of b to s (its write deadline applies). Called with s.wmu held.
 func (s *side) write(b []byte) error {
-	if s.w.raw == nil {
-		_, err := s.conn.Write(b)
-		return err
+	if s.w.raw != nil {
+		return rawWriteAll(s, b)
 	}
-	return rawWriteAll(s, b)
+	if s.tlsw != nil {
+		s.tlsw.setOwner(s)
+		defer s.tlsw.setOwner(nil)
+	}
+	_, err := s.conn.Write(b)
+	return err
 }
 
-// Write deadlines. A write that cannot finish within WriteTimeout cuts the peer. A TLS side
-// keeps its deadline between 3/4 and 1 WriteTimeout ahead of every write without resetting
-// it each time. A plain side, written with raw syscalls, sets none while its writes go
-// straight into the socket buffer, which is nearly always: each deadline set is a timer
-// moved in the runtime's heap, one per few writes at a message a second per connection. Its
-// deadline is armed only when a write finds the buffer full (writeBlocked), and cleared before
-// a later write once it is no longer far enough ahead (an old deadline passing between writes
-// would fail the next write at once). A plain write therefore fails 3/4 to 1 WriteTimeout
-// after it first blocked.
+// Write deadlines. A write that cannot finish within WriteTimeout cuts the peer. A side
+// written with raw syscalls (a plain side, or a TLS side over TLSSocket) sets none while its
+// writes go straight into the socket buffer, which is nearly always: each deadline set is a
+// timer moved in the runtime's heap, one per few writes at a message a second per connection.
+// Its deadline is armed only when a write finds the buffer full (writeBlocked), and cleared
+// before a later write once it is no longer far enough ahead (an old deadline passing between
+// writes would fail the next write at once). Such a write therefore fails 3/4 to 1
+// WriteTimeout after it first blocked. Other sides keep their deadline between 3/4 and 1
+// WriteTimeout ahead of every write without resetting it each time.
 
 // armWriteDeadline prepares s's write deadline for a write. Called with s.wmu held.
 func (p *Pair) armWriteDeadline(s *side) {
@@ -901,7 +907,7 @@ func (p *Pair) armWriteDeadline(s *side) {
 	if wt <= 0 {
 		return
 	}
-	if s.w.raw != nil {
+	if s.w.raw != nil || s.tlsw != nil {
 		if s.wdeadline != 0 && monoNow()+wt-wt/4 > s.wdeadline {
 			s.wdeadline = 0
 			s.conn.SetWriteDeadline(time.Time{})
@@ -914,8 +920,8 @@ func (p *Pair) armWriteDeadline(s *side) {
 	p.setWriteDeadline(s, wt)
 }
 
-// writeBlocked arms a plain side's write deadline when its socket buffer is full. Called
-// from inside the raw write callback, with s.wmu held, once per write.
+// writeBlocked arms a raw-written side's write deadline when its socket buffer is full.
+// Called from inside the raw write callback, with s.wmu held, once per write.
 func (p *Pair) writeBlocked(s *side) {
 	if wt := p.opts.WriteTimeout; wt > 0 {
 		p.setWriteDeadline(s, wt)

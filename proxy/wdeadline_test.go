@@ -5,7 +5,15 @@ package proxy
 import (
 	"bufio"
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"fmt"
+	"math/big"
+	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -20,119 +28,131 @@ import (
 // straight into the socket buffer; a write that finds the buffer full arms one; that deadline
 // does not outlive the stall (after a quiet spell longer than write_timeout the next message
 // still goes through); and a client that stays stalled is cut write_timeout after the write
-// blocked, the backend being told 1001. Both the buffered and the spliced write paths.
+// blocked, the backend being told 1001. Both the buffered and the spliced write paths, and a
+// TLS client side over TLSSocket.
 func TestWriteDeadlineOnlyWhenBlocked(t *testing.T) {
 	defer goleak.VerifyNone(t)
-	const wt = time.Second
-	for _, noSplice := range []bool{true, false} {
-		t.Run(fmt.Sprintf("noSplice=%v", noSplice), func(t *testing.T) {
-			testNoSplice = noSplice
+	for _, mode := range []string{"buffered", "spliced", "tls"} {
+		t.Run(mode, func(t *testing.T) {
+			testNoSplice = mode == "buffered"
 			defer func() { testNoSplice = false }()
 			sets := new(atomic.Int64)
 			testDeadlineSets = sets
 			defer func() { testDeadlineSets = nil }()
 			spliced := spliceCounter(t)
-
-			client, backend, done := tcpTestPair(t, Options{WriteTimeout: wt, CloseTimeout: time.Second})
+			opts := Options{WriteTimeout: time.Second, CloseTimeout: time.Second}
+			var client, backend net.Conn
+			var done chan Result
+			if mode == "tls" {
+				client, backend, done = tlsTestPair(t, opts)
+			} else {
+				client, backend, done = tcpTestPair(t, opts)
+			}
 			defer func() { client.Close(); backend.Close(); <-done }()
-			cbr, bbr := bufio.NewReader(client), bufio.NewReader(backend)
-
-			roundTrips := func(stage string, n int) {
-				t.Helper()
-				for i := range n {
-					msg := []byte(fmt.Sprintf("%s %d", stage, i))
-					if _, err := client.Write(clientFrame(wsframe.OpText, msg)); err != nil {
-						t.Fatalf("%s: client write: %v", stage, err)
-					}
-					if h, p, err := readFrame(backend, bbr); err != nil || h.Opcode != wsframe.OpText || !bytes.Equal(p, msg) {
-						t.Fatalf("%s: backend got %+v %q, %v; want %q", stage, h, p, err, msg)
-					}
-					if _, err := backend.Write(wsframe.AppendFrame(nil, wsframe.Header{Fin: true, Opcode: wsframe.OpText}, msg)); err != nil {
-						t.Fatalf("%s: backend write: %v", stage, err)
-					}
-					if h, p, err := readFrame(client, cbr); err != nil || h.Opcode != wsframe.OpText || !bytes.Equal(p, msg) {
-						t.Fatalf("%s: client got %+v %q, %v; want %q", stage, h, p, err, msg)
-					}
-				}
-			}
-
-			// 1. Writes that never block set no deadline.
-			roundTrips("warm", 100)
-			if n := sets.Load(); n != 0 {
-				t.Fatalf("%d write deadlines set or cleared for 200 writes that never blocked, want 0", n)
-			}
-
-			// 2. The client stops reading: the gateway's write to it blocks and arms the deadline.
-			// The client reads everything within the write timeout, and every frame is whole.
-			payload := bytes.Repeat([]byte("0123456789abcdef"), 2<<10) // 32 KiB
-			frame := wsframe.AppendFrame(nil, wsframe.Header{Fin: true, Opcode: wsframe.OpBinary}, payload)
-			const frames = 256 // 8 MiB: more than the sockets between backend and client hold
-			var wg sync.WaitGroup
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				backend.SetWriteDeadline(time.Now().Add(10 * time.Second))
-				for range frames {
-					if _, err := backend.Write(frame); err != nil {
-						return
-					}
-				}
-			}()
-			blockedAt := waitFor(t, sets, 1)
-			if el := time.Since(blockedAt); el > wt/2 {
-				t.Fatalf("the stall was seen after %v; the test needs it within write_timeout/2", el)
-			}
-			for i := range frames {
-				h, p, err := readFrame(client, cbr)
-				if err != nil || h.Opcode != wsframe.OpBinary || !bytes.Equal(p, payload) {
-					t.Fatalf("stalled frame %d: client got %+v (%d bytes), %v; want 32 KiB whole", i, h, len(p), err)
-				}
-			}
-			wg.Wait()
-			if !noSplice && spliced.bytes.Load() == 0 {
+			checkLazyDeadline(t, client, backend, sets, opts.WriteTimeout)
+			if mode == "spliced" && spliced.bytes.Load() == 0 {
 				t.Fatal("nothing was spliced")
 			}
-
-			// 3. A quiet spell longer than the write timeout: the deadline armed by the stall
-			// must not fail the next write.
-			time.Sleep(wt + wt/2)
-			roundTrips("after the stall", 3)
-
-			// 4. The client stalls for good: cut write_timeout after the write blocked.
-			armed := sets.Load()
-			stop := make(chan struct{})
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				backend.SetWriteDeadline(time.Now().Add(10 * time.Second))
-				for {
-					select {
-					case <-stop:
-						return
-					default:
-					}
-					if _, err := backend.Write(frame); err != nil {
-						return
-					}
-				}
-			}()
-			blockedAt = waitFor(t, sets, armed+1)
-			h, p, err := readFrame(backend, bbr)
-			el := time.Since(blockedAt)
-			close(stop)
-			if err != nil || h.Opcode != wsframe.OpClose {
-				t.Fatalf("backend got %+v, %v; want a close frame", h, err)
-			}
-			if code, _, _ := wsframe.ParseClosePayload(p); code != wsframe.CloseGoingAway {
-				t.Fatalf("backend was sent close %d, want 1001 (client gone)", code)
-			}
-			if el < wt*3/4 || el > 2*wt {
-				t.Fatalf("client cut %v after its write blocked, want write_timeout (%v)", el, wt)
-			}
-			backend.Close()
-			wg.Wait()
 		})
 	}
+}
+
+// checkLazyDeadline runs the stages of TestWriteDeadlineOnlyWhenBlocked over a started pair.
+func checkLazyDeadline(t *testing.T, client, backend net.Conn, sets *atomic.Int64, wt time.Duration) {
+	t.Helper()
+	cbr, bbr := bufio.NewReader(client), bufio.NewReader(backend)
+
+	roundTrips := func(stage string, n int) {
+		t.Helper()
+		for i := range n {
+			msg := []byte(fmt.Sprintf("%s %d", stage, i))
+			if _, err := client.Write(clientFrame(wsframe.OpText, msg)); err != nil {
+				t.Fatalf("%s: client write: %v", stage, err)
+			}
+			if h, p, err := readFrame(backend, bbr); err != nil || h.Opcode != wsframe.OpText || !bytes.Equal(p, msg) {
+				t.Fatalf("%s: backend got %+v %q, %v; want %q", stage, h, p, err, msg)
+			}
+			if _, err := backend.Write(wsframe.AppendFrame(nil, wsframe.Header{Fin: true, Opcode: wsframe.OpText}, msg)); err != nil {
+				t.Fatalf("%s: backend write: %v", stage, err)
+			}
+			if h, p, err := readFrame(client, cbr); err != nil || h.Opcode != wsframe.OpText || !bytes.Equal(p, msg) {
+				t.Fatalf("%s: client got %+v %q, %v; want %q", stage, h, p, err, msg)
+			}
+		}
+	}
+
+	// 1. Writes that never block set no deadline.
+	roundTrips("warm", 100)
+	if n := sets.Load(); n != 0 {
+		t.Fatalf("%d write deadlines set or cleared for 200 writes that never blocked, want 0", n)
+	}
+
+	// 2. The client stops reading: the gateway's write to it blocks and arms the deadline.
+	// The client reads everything within the write timeout, and every frame is whole.
+	payload := bytes.Repeat([]byte("0123456789abcdef"), 2<<10) // 32 KiB
+	frame := wsframe.AppendFrame(nil, wsframe.Header{Fin: true, Opcode: wsframe.OpBinary}, payload)
+	const frames = 256 // 8 MiB: more than the sockets between backend and client hold
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		backend.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		for range frames {
+			if _, err := backend.Write(frame); err != nil {
+				return
+			}
+		}
+	}()
+	blockedAt := waitFor(t, sets, 1)
+	if el := time.Since(blockedAt); el > wt/2 {
+		t.Fatalf("the stall was seen after %v; the test needs it within write_timeout/2", el)
+	}
+	for i := range frames {
+		h, p, err := readFrame(client, cbr)
+		if err != nil || h.Opcode != wsframe.OpBinary || !bytes.Equal(p, payload) {
+			t.Fatalf("stalled frame %d: client got %+v (%d bytes), %v; want 32 KiB whole", i, h, len(p), err)
+		}
+	}
+	wg.Wait()
+
+	// 3. A quiet spell longer than the write timeout: the deadline armed by the stall
+	// must not fail the next write.
+	time.Sleep(wt + wt/2)
+	roundTrips("after the stall", 3)
+
+	// 4. The client stalls for good: cut write_timeout after the write blocked.
+	armed := sets.Load()
+	stop := make(chan struct{})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		backend.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, err := backend.Write(frame); err != nil {
+				return
+			}
+		}
+	}()
+	blockedAt = waitFor(t, sets, armed+1)
+	h, p, err := readFrame(backend, bbr)
+	el := time.Since(blockedAt)
+	close(stop)
+	if err != nil || h.Opcode != wsframe.OpClose {
+		t.Fatalf("backend got %+v, %v; want a close frame", h, err)
+	}
+	if code, _, _ := wsframe.ParseClosePayload(p); code != wsframe.CloseGoingAway {
+		t.Fatalf("backend was sent close %d, want 1001 (client gone)", code)
+	}
+	if el < wt*3/4 || el > 2*wt {
+		t.Fatalf("client cut %v after its write blocked, want write_timeout (%v)", el, wt)
+	}
+	backend.Close()
+	wg.Wait()
 }
 
 // waitFor waits until c reaches at least n and returns when it saw that.
@@ -145,4 +165,39 @@ func waitFor(t *testing.T, c *atomic.Int64, n int64) time.Time {
 	}
 	t.Fatalf("write deadline count stayed at %d, want %d: no write blocked", c.Load(), n)
 	return time.Time{}
+}
+
+// tlsTestPair starts a pair whose client side is TLS over TLSSocket (as the gateway makes it)
+// and returns the test's TLS client and plain backend ends.
+func tlsTestPair(t *testing.T, opts Options) (client *tls.Conn, backend *net.TCPConn, done chan Result) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "wsgate test"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), DNSNames: []string{"localhost"}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cg, ct := tcpPair(t)
+	srv := tls.Server(TLSSocket(cg), &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}})
+	if _, ok := srv.NetConn().(*tlsSocket); !ok {
+		t.Fatalf("TLSSocket gave %T, want *tlsSocket", srv.NetConn())
+	}
+	client = tls.Client(ct, &tls.Config{InsecureSkipVerify: true})
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Handshake() }()
+	if err := client.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	bg, bt := tcpPair(t)
+	done = make(chan Result, 1)
+	p := NewPair(srv, GetReader(srv), bg, GetReader(bg), &opts)
+	p.Start(func(r Result) { done <- r })
+	return client, bt, done
 }
