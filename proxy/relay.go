@@ -908,7 +908,7 @@ func (p *Pair) armWriteDeadline(s *side) {
 		return
 	}
 	if s.w.raw != nil || s.tlsw != nil {
-		if s.wdeadline != 0 && monoNow()+wt-wt/4 > s.wdeadline {
+		if s.wdeadline != 0 && monoNow()+wt-wt/4 > s.wdeadline && !p.ended.Load() {
 			s.wdeadline = 0
 			s.conn.SetWriteDeadline(time.Time{})
 			if testDeadlineSets != nil {
@@ -921,9 +921,11 @@ func (p *Pair) armWriteDeadline(s *side) {
 }
 
 // writeBlocked arms a raw-written side's write deadline when its socket buffer is full.
-// Called from inside the raw write callback, with s.wmu held, once per write.
+// Called from inside the raw write callback, with s.wmu held, once per write. Once the pair
+// has ended it arms nothing (and armWriteDeadline clears nothing): finish sets ended before
+// the deadline that abandons writes in flight, and that deadline must stay.
 func (p *Pair) writeBlocked(s *side) {
-	if wt := p.opts.WriteTimeout; wt > 0 {
+	if wt := p.opts.WriteTimeout; wt > 0 && !p.ended.Load() {
 		p.setWriteDeadline(s, wt)
 	}
 }
