@@ -84,15 +84,23 @@ func (w *rawWriter) write(fd uintptr) bool {
 // rawWriteAll writes all of b to s's socket; if the socket buffer fills, s's write deadline
 // applies from then on (see Pair.writeBlocked). Called with s.wmu held.
 func rawWriteAll(s *side, b []byte) error {
+	_, err := rawWrite(s.w.raw, b, s)
+	return err
+}
+
+// rawWrite writes all of b through raw's write callback and returns how much it wrote; the
+// first time the socket buffer is full it arms owner's write deadline (owner nil: none).
+func rawWrite(raw syscall.RawConn, b []byte, owner *side) (int, error) {
 	w := rawWriterPool.Get().(*rawWriter)
-	w.b, w.err, w.dl = b, nil, blockedWrite{s: s}
-	err := s.w.raw.Write(w.fn)
+	w.b, w.err, w.dl = b, nil, blockedWrite{s: owner}
+	err := raw.Write(w.fn)
+	n := len(b) - len(w.b)
 	if err == nil {
 		err = w.err
 	}
 	w.b, w.err, w.dl = nil, nil, blockedWrite{}
 	rawWriterPool.Put(w)
-	return err
+	return n, err
 }
 
 // tlsSocket is the TCP connection under a TLS side's crypto/tls.Conn (see TLSSocket): its
@@ -122,15 +130,10 @@ func TLSSocket(c net.Conn) net.Conn {
 
 // Write writes all of b (crypto/tls writes whole records).
 func (t *tlsSocket) Write(b []byte) (int, error) {
-	w := rawWriterPool.Get().(*rawWriter)
-	w.b, w.err, w.dl = b, nil, blockedWrite{s: t.owner.Load()}
-	err := t.raw.Write(w.fn)
-	n := len(b) - len(w.b)
-	if err == nil && w.err != nil {
-		err = &net.OpError{Op: "write", Net: "tcp", Source: t.LocalAddr(), Addr: t.RemoteAddr(), Err: w.err}
+	n, err := rawWrite(t.raw, b, t.owner.Load())
+	if _, ok := err.(*os.SyscallError); ok { // the callback's own error, not the poller's
+		err = &net.OpError{Op: "write", Net: "tcp", Source: t.LocalAddr(), Addr: t.RemoteAddr(), Err: err}
 	}
-	w.b, w.err, w.dl = nil, nil, blockedWrite{}
-	rawWriterPool.Put(w)
 	return n, err
 }
 

@@ -883,11 +883,13 @@ func (s *side) write(b []byte) error {
 	if s.w.raw != nil {
 		return rawWriteAll(s, b)
 	}
-	if s.tlsw != nil {
-		s.tlsw.setOwner(s)
-		defer s.tlsw.setOwner(nil)
+	if s.tlsw == nil {
+		_, err := s.conn.Write(b)
+		return err
 	}
+	s.tlsw.setOwner(s)
 	_, err := s.conn.Write(b)
+	s.tlsw.setOwner(nil)
 	return err
 }
 
