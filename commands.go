@@ -22,7 +22,6 @@ import (
 	"github.com/wsgate/wsgate/config"
 	"github.com/wsgate/wsgate/gateway"
 	"github.com/wsgate/wsgate/internal/echo"
-	"github.com/wsgate/wsgate/internal/gctarget"
 	"github.com/wsgate/wsgate/internal/memtrim"
 	"github.com/wsgate/wsgate/metrics"
 	"github.com/wsgate/wsgate/tlsconf"
@@ -134,16 +133,9 @@ func serve(cfg *config.Config, log *slog.Logger, path string, started func(*gate
 		m.MemoryTrimmed(released)
 		log.Debug("memory trimmed", "released_bytes", released, "took", took.String())
 	}})
-	waitGC := func() {}
-	if tuneGC {
-		waitGC = gctarget.Start(ctx, gctarget.Options{Percent: defaultGOGC, OnChange: func(p int) {
-			log.Debug("gc target", "gogc", p)
-		}})
-	}
 	defer func() {
 		cancel()
 		waitTrim()
-		waitGC()
 	}()
 	o := &ops{path: path, log: log, g: g, m: m}
 	adminOpts := admin.Options{Metrics: m.Handler(), Ready: g.Ready, Logger: log}

@@ -40,13 +40,9 @@ type wsgateProc struct {
 	raw   []string
 }
 
-// startWsgate starts `wsgate run`; env, if given, replaces the test's environment.
-func startWsgate(t *testing.T, bin, cfgPath string, env ...string) *wsgateProc {
+func startWsgate(t *testing.T, bin, cfgPath string) *wsgateProc {
 	t.Helper()
 	p := &wsgateProc{t: t, cmd: exec.Command(bin, "run", "-config", cfgPath), done: make(chan struct{})}
-	if env != nil {
-		p.cmd.Env = env
-	}
 	stdout, err := p.cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
