@@ -68,9 +68,12 @@ type waiter struct {
 	off, n uint16  // TLS: unserved bytes of one[off:n]
 	one    [1]byte // TLS: the byte read by the last wait
 	isTLS  bool
-	inCB   bool // Read is called from inside the callback: read the descriptor, never block
-	short  bool // inCB: the last read did not fill what it was given (the socket is drained)
-	once   bool // inCB: return errNoData instead of waiting if the first read finds nothing
+	// tlsSock: a TLS side over TLSSocket, whose writes arm the deadline only when they block
+	// (a bool in the struct's padding rather than a pointer in side: see socket).
+	tlsSock bool
+	inCB    bool // Read is called from inside the callback: read the descriptor, never block
+	short   bool // inCB: the last read did not fill what it was given (the socket is drained)
+	once    bool // inCB: return errNoData instead of waiting if the first read finds nothing
 	// probe: the side was woken (or started) with bytes, and a plain side is not hot yet: if
 	// they turn out to be only control frames the gateway answers itself (the pong to its
 	// keepalive ping, a ping), it parks again at once (see readable; a TLS side, hot from its
@@ -99,7 +102,7 @@ func (s *side) initWaiter(c net.Conn) {
 	if tc, ok := c.(*tls.Conn); ok {
 		w.isTLS = true
 		sock = tc.NetConn()
-		s.tlsw, _ = sock.(*tlsSocket)
+		_, w.tlsSock = sock.(*tlsSocket)
 	}
 	sc, ok := sock.(syscall.Conn)
 	if !ok {
@@ -115,6 +118,9 @@ func (s *side) initWaiter(c net.Conn) {
 		w.fn = s.readable
 	}
 }
+
+// socket returns the TLSSocket under a TLS side (w.tlsSock set).
+func (s *side) socket() *tlsSocket { return s.conn.(*tls.Conn).NetConn().(*tlsSocket) }
 
 // relayRaw relays src's frames from inside one RawConn.Read call until the pump must leave
 // it. It returns errSlow (relay what src.br holds with blocking reads), errStop (src's read

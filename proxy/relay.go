@@ -137,8 +137,6 @@ type side struct {
 	wdeadline time.Duration // the write deadline set last, on the monotonic clock (monoNow); 0: none
 	closeSent bool
 
-	tlsw *tlsSocket // a TLS side's socket when it comes from TLSSocket: lazy write deadlines
-
 	who  Side
 	role wsframe.Role // how frames read from this side are checked
 	mask bool         // frames written to this side are masked (the backend)
@@ -883,13 +881,14 @@ func (s *side) write(b []byte) error {
 	if s.w.raw != nil {
 		return rawWriteAll(s, b)
 	}
-	if s.tlsw == nil {
+	if !s.w.tlsSock {
 		_, err := s.conn.Write(b)
 		return err
 	}
-	s.tlsw.setOwner(s)
+	t := s.socket()
+	t.setOwner(s)
 	_, err := s.conn.Write(b)
-	s.tlsw.setOwner(nil)
+	t.setOwner(nil)
 	return err
 }
 
@@ -909,7 +908,7 @@ func (p *Pair) armWriteDeadline(s *side) {
 	if wt <= 0 {
 		return
 	}
-	if s.w.raw != nil || s.tlsw != nil {
+	if s.w.raw != nil || s.w.tlsSock {
 		if s.wdeadline != 0 && monoNow()+wt-wt/4 > s.wdeadline && !p.ended.Load() {
 			s.wdeadline = 0
 			s.conn.SetWriteDeadline(time.Time{})
