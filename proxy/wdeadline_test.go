@@ -5,14 +5,8 @@ package proxy
 import (
 	"bufio"
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"fmt"
-	"math/big"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -21,6 +15,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/wsgate/wsgate/internal/testcert"
 	"github.com/wsgate/wsgate/wsframe"
 )
 
@@ -171,18 +166,8 @@ func waitFor(t *testing.T, c *atomic.Int64, n int64) time.Time {
 // and returns the test's TLS client and plain backend ends.
 func tlsTestPair(t *testing.T, opts Options) (client *tls.Conn, backend *net.TCPConn, done chan Result) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "wsgate test"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), DNSNames: []string{"localhost"}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
 	cg, ct := tcpPair(t)
-	srv := tls.Server(TLSSocket(cg), &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}})
+	srv := tls.Server(TLSSocket(cg), &tls.Config{Certificates: []tls.Certificate{testcert.TLS(t)}})
 	if _, ok := srv.NetConn().(*tlsSocket); !ok {
 		t.Fatalf("TLSSocket gave %T, want *tlsSocket", srv.NetConn())
 	}
