@@ -18,7 +18,9 @@ import (
 // microseconds, long enough for the runtime's monitor to take the P from the writing thread,
 // hand it to another and switch back afterwards (futex wake-ups and context switches per
 // message that nginx does not pay). Waiting, deadlines and closing stay with Go's poller:
-// the calls run inside syscall.RawConn callbacks.
+// the calls run inside syscall.RawConn callbacks. Like nginx, they are recvfrom and sendto,
+// not read and write: the socket calls skip the file layer's work per call (the position
+// lock, the permission and notification hooks), 1.7% of the proxy's CPU in the 64 B row.
 
 // rawIOSupported: plain sockets are read and written with raw syscalls here.
 const rawIOSupported = true
@@ -29,7 +31,7 @@ func rawRead(fd int, p []byte) (int, error) {
 		return 0, nil
 	}
 	for {
-		n, _, e := syscall.RawSyscall(syscall.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+		n, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)), 0, 0, 0)
 		switch e {
 		case 0:
 			if n == 0 {
@@ -65,7 +67,7 @@ var rawWriterPool = sync.Pool{New: func() any {
 // is writable, within the write deadline) when the socket buffer is full.
 func (w *rawWriter) write(fd uintptr) bool {
 	for len(w.b) > 0 {
-		n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&w.b[0])), uintptr(len(w.b)))
+		n, _, e := syscall.RawSyscall6(syscall.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&w.b[0])), uintptr(len(w.b)), 0, 0, 0)
 		switch e {
 		case 0:
 			w.b = w.b[n:]

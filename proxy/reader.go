@@ -113,10 +113,19 @@ func (s *side) initWaiter(c net.Conn) {
 		return
 	}
 	raw.Control(func(fd uintptr) { w.fd = int32(fd) })
-	if !w.isTLS && rawIOSupported {
+	if !w.isTLS && rawIOSupported && isSocket(sock) {
 		w.raw = raw
 		w.fn = s.readable
 	}
+}
+
+// isSocket reports whether c is a socket, which rawRead and rawWrite take.
+func isSocket(c net.Conn) bool {
+	switch c.(type) {
+	case *net.TCPConn, *net.UnixConn:
+		return true
+	}
+	return false
 }
 
 // socket returns the TLSSocket under a TLS side (w.tlsSock set).
