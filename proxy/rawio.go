@@ -96,6 +96,7 @@ func rawWrite(raw syscall.RawConn, b []byte, owner *side) (int, error) {
 	w := rawWriterPool.Get().(*rawWriter)
 	w.b, w.err, w.dl = b, nil, blockedWrite{s: owner}
 	err := raw.Write(w.fn)
+	w.dl.end()
 	n := len(b) - len(w.b)
 	if err == nil {
 		err = w.err

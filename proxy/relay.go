@@ -132,10 +132,10 @@ type side struct {
 	stats DirStats // owned by the pump reading this side
 	msg   msgState // owned by the pump reading this side
 
-	// Guarded by wmu: a frame's header and payload are written as one unit.
+	// Guarded by wmu: a frame's header and payload are written as one unit. The side's write
+	// state (closing, closed, stalled) is in pair.wflags, readable without wmu.
 	wmu       sync.Mutex
 	wdeadline time.Duration // the write deadline set last, on the monotonic clock (monoNow); 0: none
-	closeSent bool
 
 	who  Side
 	role wsframe.Role // how frames read from this side are checked
@@ -189,7 +189,33 @@ type Pair struct {
 	finished   bool
 	pingPhase  bool // owned by the ping timer: true while waiting for pongs
 	timersDone bool // guarded by timerMu
+	// wflags holds both sides' write state bits (wClosing, wClosed, wStalled; see side.flag),
+	// so that closing does not wait for a side's wmu while a write to it is blocked.
+	wflags atomic.Uint32
 }
+
+// A side's write state, in Pair.wflags. wClosing is set under the side's wmu, so that no frame
+// is written after a close; the others without it.
+const (
+	// wClosing: a close frame is written or being written to the side, or it takes no more
+	// frames.
+	wClosing uint32 = 1 << iota
+	// wClosed: that close frame's write has ended, or the side takes no more frames.
+	wClosed
+	// wStalled: a raw write to the side is waiting for room in its socket buffer.
+	wStalled
+)
+
+// flag reports whether s's write state has bit f.
+func (s *side) flag(f uint32) bool {
+	return s.pair.wflags.Load()&(f<<(4*s.who)) != 0
+}
+
+// setFlag sets bit f of s's write state.
+func (s *side) setFlag(f uint32) { s.pair.wflags.Or(f << (4 * s.who)) }
+
+// clearFlag clears bit f of s's write state.
+func (s *side) clearFlag(f uint32) { s.pair.wflags.And(^(f << (4 * s.who))) }
 
 func (p *Pair) logger() *slog.Logger {
 	if l := p.opts.Logger; l != nil {
@@ -862,7 +888,7 @@ func putKey(k *[4]byte) {
 // data (closing or gone).
 func (p *Pair) writeData(dst *side, b []byte) bool {
 	dst.wmu.Lock()
-	if dst.closeSent {
+	if dst.flag(wClosing) {
 		dst.wmu.Unlock()
 		return false
 	}
@@ -954,11 +980,20 @@ type blockedWrite struct {
 	done bool
 }
 
-// blocked is called by the callback on EAGAIN, before it reports false to wait.
+// blocked is called by the callback on EAGAIN, before it reports false to wait: it arms the
+// side's write deadline and marks the side stalled.
 func (b *blockedWrite) blocked() {
 	if !b.done && b.s != nil {
 		b.done = true
+		b.s.setFlag(wStalled)
 		b.s.pair.writeBlocked(b.s)
+	}
+}
+
+// end is called when the write has returned: the side is no longer stalled.
+func (b *blockedWrite) end() {
+	if b.done {
+		b.s.clearFlag(wStalled)
 	}
 }
 
@@ -974,12 +1009,12 @@ func monoNow() time.Duration { return time.Since(monoStart) }
 // is written to s after a close. It reports whether the frame was written.
 func (p *Pair) writeControl(s *side, op wsframe.Opcode, payload []byte) bool {
 	s.wmu.Lock()
-	if s.closeSent {
+	if s.flag(wClosing) {
 		s.wmu.Unlock()
 		return false
 	}
 	if op == wsframe.OpClose {
-		s.closeSent = true
+		s.setFlag(wClosing)
 	}
 	h := wsframe.Header{Fin: true, Opcode: op, Length: int64(len(payload))}
 	if s.mask {
@@ -995,6 +1030,9 @@ func (p *Pair) writeControl(s *side, op wsframe.Opcode, payload []byte) bool {
 	}
 	p.armWriteDeadline(s)
 	err := s.write(buf[:n])
+	if op == wsframe.OpClose {
+		s.setFlag(wClosed)
+	}
 	s.wmu.Unlock()
 	ctrlPool.Put(buf)
 	if err != nil {
@@ -1080,13 +1118,10 @@ func (p *Pair) closeReceived(src *side, payload []byte) bool {
 	return false
 }
 
-// wroteClose reports whether a close frame was written to s (or s can take no more frames).
-// The lock order is pair.mu, then side.wmu.
-func (s *side) wroteClose() bool {
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	return s.closeSent
-}
+// wroteClose reports whether a close frame is written or being written to s (or s takes no
+// more frames). It does not wait for s's wmu: a data write blocked on a peer that stopped
+// reading must not hold up the close that peer sends.
+func (s *side) wroteClose() bool { return s.flag(wClosing) }
 
 // sendClose writes a close frame with payload (already encoded, or nil for none) to s and
 // records it.
@@ -1197,9 +1232,7 @@ func (p *Pair) sideGone(s *side, err error) {
 	clean := s.recvClose
 	o := p.other(s)
 	p.mu.Unlock()
-	s.wmu.Lock()
-	s.closeSent = true
-	s.wmu.Unlock()
+	s.setFlag(wClosing | wClosed) // a write still blocked on s fails or is abandoned by finish
 	if clean {
 		p.checkDone()
 		return
@@ -1249,8 +1282,9 @@ func (p *Pair) checkDone() {
 	}
 }
 
+// sideDone: s is gone, or it sent a close and the write of ours has ended.
 func (p *Pair) sideDone(s *side) bool {
-	return s.gone || (s.recvClose && s.wroteClose())
+	return s.gone || (s.recvClose && s.flag(wClosed))
 }
 
 // armCloseTimer starts close_timeout once: when it fires, every side still waiting for a
@@ -1275,6 +1309,11 @@ func (p *Pair) closeTimedOut() {
 		waiting := s.recvClose && !s.gone
 		code, reason := p.info(s).Received, p.info(s).ReceivedReason
 		p.mu.Unlock()
+		if waiting && s.flag(wStalled) {
+			// s has stopped reading, so our reply cannot reach it: finish abandons the
+			// write it is blocked in, rather than wait for write_timeout.
+			continue
+		}
 		if waiting {
 			if code == wsframe.CloseNoStatus {
 				p.sendClose(s, code, reason, nil)

@@ -25,6 +25,7 @@ type runResult struct {
 func runOnce(t *testing.T, opts Options, fromClient bool, lim *Limiter, in []byte) runResult {
 	t.Helper()
 	p := &Pair{opts: &opts}
+	p.client.pair, p.backend.pair, p.backend.who = p, p, SideBackend
 	src, dst := &p.client, &p.backend
 	src.role, dst.mask = wsframe.RoleServer, true
 	if !fromClient {
@@ -196,6 +197,7 @@ func TestRelayRunStops(t *testing.T) {
 
 	// A message in progress: the run waits for relayFrames to finish it.
 	p := &Pair{opts: &base}
+	p.client.pair, p.backend.pair, p.backend.who = p, p, SideBackend
 	p.client.msg.frames.Next(wsframe.Header{Opcode: wsframe.OpBinary})
 	p.client.br = bufio.NewReader(bytes.NewReader(three))
 	p.client.br.Peek(len(three))

@@ -298,13 +298,14 @@ func (p *Pair) spliceChunk(src, dst *side, sp *splicer, out *[bufSize]byte, oh w
 	sp.hdr = out[wsframe.MaxHeaderSize-hs : wsframe.MaxHeaderSize+m]
 
 	dst.wmu.Lock()
-	if dst.closeSent {
+	if dst.flag(wClosing) {
 		dst.wmu.Unlock()
 		return false
 	}
 	p.armWriteDeadline(dst)
 	sp.dl = blockedWrite{s: dst}
 	err = dst.w.raw.Write(sp.sendFn)
+	sp.dl.end()
 	sp.dl = blockedWrite{}
 	if err == nil {
 		err = sp.err

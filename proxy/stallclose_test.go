@@ -1,0 +1,164 @@
+//go:build linux
+
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/wsgate/wsgate/wsframe"
+)
+
+// TestCloseFromStalledClient: a client that has stopped reading (the gateway's write to it
+// is blocked) sends a close. The backend gets that close at once, not when the blocked write
+// times out, and the pair ends close_timeout later with the client's code recorded, not
+// write_timeout later.
+func TestCloseFromStalledClient(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	for _, mode := range []string{"plain", "tls"} {
+		t.Run(mode, func(t *testing.T) {
+			sets := new(atomic.Int64)
+			testDeadlineSets = sets
+			defer func() { testDeadlineSets = nil }()
+			opts := Options{WriteTimeout: 6 * time.Second, CloseTimeout: 500 * time.Millisecond}
+			var client, backend net.Conn
+			var done chan Result
+			if mode == "tls" {
+				c, b, d := tlsTestPair(t, opts)
+				client, backend, done = c, b, d
+			} else {
+				c, b, d := tcpTestPair(t, opts)
+				client, backend, done = c, b, d
+			}
+			defer func() { client.Close(); backend.Close() }()
+
+			// The backend sends more than the sockets hold; the client reads none of it.
+			frame := wsframe.AppendFrame(nil, wsframe.Header{Fin: true, Opcode: wsframe.OpBinary}, bytes.Repeat([]byte("x"), 32<<10))
+			stop := make(chan struct{})
+			var wg sync.WaitGroup
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				backend.SetWriteDeadline(time.Now().Add(20 * time.Second))
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					if _, err := backend.Write(frame); err != nil {
+						return
+					}
+				}
+			}()
+			defer wg.Wait()
+			defer close(stop)
+			waitFor(t, sets, 1) // the gateway's write to the client is blocked
+
+			start := time.Now()
+			var buf [wsframe.MaxControlPayload]byte
+			if _, err := client.Write(clientFrame(wsframe.OpClose, wsframe.AppendClosePayload(buf[:0], 4001, "bye"))); err != nil {
+				t.Fatal(err)
+			}
+			backend.SetReadDeadline(time.Now().Add(10 * time.Second))
+			h, p, err := readFrame(backend, bufio.NewReader(backend))
+			if err != nil || h.Opcode != wsframe.OpClose {
+				t.Fatalf("backend got %+v, %v; want the client's close", h, err)
+			}
+			if code, reason, _ := wsframe.ParseClosePayload(p); code != 4001 || string(reason) != "bye" {
+				t.Fatalf("backend got close %d %q, want 4001 \"bye\"", code, reason)
+			}
+			if el := time.Since(start); el > opts.WriteTimeout/4 {
+				t.Fatalf("the client's close reached the backend after %v, behind the blocked write (write_timeout %v)", el, opts.WriteTimeout)
+			}
+			var r Result
+			select {
+			case r = <-done:
+			case <-time.After(opts.WriteTimeout + 5*time.Second):
+				t.Fatal("the pair did not end")
+			}
+			if el := time.Since(start); el > opts.WriteTimeout*3/4 {
+				t.Fatalf("the pair ended %v after the client's close; want about close_timeout (%v), not write_timeout (%v)", el, opts.CloseTimeout, opts.WriteTimeout)
+			}
+			if r.ClientClose.Received != 4001 || r.BackendClose.Sent != 4001 || r.ClosedBy != "client" {
+				t.Fatalf("result %+v, want the client's 4001 recorded and forwarded, closed by the client", r)
+			}
+		})
+	}
+}
+
+// TestCloseReplyAfterStall: a client that stalled and then read everything is no longer
+// treated as stalled: when the backend does not answer the client's close, the gateway's own
+// reply reaches the client at close_timeout. Buffered and spliced writes, and TLS.
+func TestCloseReplyAfterStall(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	for _, mode := range []string{"buffered", "spliced", "tls"} {
+		t.Run(mode, func(t *testing.T) {
+			testNoSplice = mode == "buffered"
+			defer func() { testNoSplice = false }()
+			sets := new(atomic.Int64)
+			testDeadlineSets = sets
+			defer func() { testDeadlineSets = nil }()
+			opts := Options{WriteTimeout: 6 * time.Second, CloseTimeout: 500 * time.Millisecond}
+			var client, backend net.Conn
+			var done chan Result
+			if mode == "tls" {
+				c, b, d := tlsTestPair(t, opts)
+				client, backend, done = c, b, d
+			} else {
+				c, b, d := tcpTestPair(t, opts)
+				client, backend, done = c, b, d
+			}
+			defer func() { client.Close(); backend.Close(); <-done }()
+
+			payload := bytes.Repeat([]byte("y"), 32<<10)
+			frame := wsframe.AppendFrame(nil, wsframe.Header{Fin: true, Opcode: wsframe.OpBinary}, payload)
+			const frames = 256 // 8 MiB: more than the sockets hold
+			var wg sync.WaitGroup
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				backend.SetWriteDeadline(time.Now().Add(20 * time.Second))
+				for range frames {
+					if _, err := backend.Write(frame); err != nil {
+						return
+					}
+				}
+			}()
+			waitFor(t, sets, 1) // the gateway's write to the client blocked
+			cbr, bbr := bufio.NewReader(client), bufio.NewReader(backend)
+			for i := range frames {
+				if h, p, err := readFrame(client, cbr); err != nil || !bytes.Equal(p, payload) {
+					t.Fatalf("frame %d: client got %+v (%d bytes), %v", i, h, len(p), err)
+				}
+			}
+			wg.Wait()
+
+			var buf [wsframe.MaxControlPayload]byte
+			if _, err := client.Write(clientFrame(wsframe.OpClose, wsframe.AppendClosePayload(buf[:0], 4002, "done"))); err != nil {
+				t.Fatal(err)
+			}
+			if h, p, err := readFrame(backend, bbr); err != nil || h.Opcode != wsframe.OpClose {
+				t.Fatalf("backend got %+v %q, %v; want the client's close", h, p, err)
+			}
+			start := time.Now()
+			h, p, err := readFrame(client, cbr) // the backend never answers
+			if err != nil || h.Opcode != wsframe.OpClose {
+				t.Fatalf("client got %+v, %v; want the gateway's close reply", h, err)
+			}
+			if code, reason, _ := wsframe.ParseClosePayload(p); code != 4002 || string(reason) != "done" {
+				t.Fatalf("client got close %d %q, want its own 4002 \"done\" back", code, reason)
+			}
+			if el := time.Since(start); el > opts.CloseTimeout+time.Second {
+				t.Fatalf("the reply came %v after the close, want close_timeout (%v)", el, opts.CloseTimeout)
+			}
+		})
+	}
+}
