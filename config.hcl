@@ -161,8 +161,9 @@ limits {
 
   # A write to a peer that cannot finish within this long cuts that peer (a peer that stops
   # reading would otherwise pin buffers and the other side). The time counts from when the
-  # peer's socket buffer was found full, so writes that never wait cost no timer. Default
-  # "10s"; "0" = no timeout.
+  # peer's socket buffer was found full, so writes that never wait cost no timer. A close
+  # from such a peer is still forwarded at once, and the connection then ends close_timeout
+  # later (the reply cannot reach a peer that does not read). Default "10s"; "0" = no timeout.
   write_timeout = "10s"
 
   # TCP keepalive probes on both sockets of a connection (client and backend): the first after
