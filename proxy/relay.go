@@ -1184,13 +1184,24 @@ func (p *Pair) fail(culprit *side, code1 wsframe.CloseCode, reason1 string, code
 		c.cause = cause
 	}
 	p.mu.Unlock()
-	p.sendCloseCode(first, code1, reason1)
-	if culprit != nil {
-		p.markGone(culprit)
-		CloseWrite(culprit.conn)
-	}
-	p.sendCloseCode(second, code2, reason2)
+	// The close timer starts first, and a side whose write is stalled gets its close last:
+	// a peer that stopped reading must not hold up the other side's close, and finish
+	// abandons the write blocked on it at close_timeout.
 	p.armCloseTimer()
+	closeFirst := func() {
+		p.sendCloseCode(first, code1, reason1)
+		if culprit != nil {
+			p.markGone(culprit)
+			CloseWrite(culprit.conn)
+		}
+	}
+	if first.flag(wStalled) {
+		p.sendCloseCode(second, code2, reason2)
+		closeFirst()
+	} else {
+		closeFirst()
+		p.sendCloseCode(second, code2, reason2)
+	}
 	p.checkDone()
 }
 

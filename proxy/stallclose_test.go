@@ -162,3 +162,67 @@ func TestCloseReplyAfterStall(t *testing.T) {
 		})
 	}
 }
+
+// TestShutdownWithStalledClient: a drain (Shutdown) while the gateway's write to a client is
+// blocked tells the backend at once, and the pair ends close_timeout (and the linger) later,
+// not when the blocked write times out.
+func TestShutdownWithStalledClient(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	sets := new(atomic.Int64)
+	testDeadlineSets = sets
+	defer func() { testDeadlineSets = nil }()
+	opts := Options{WriteTimeout: 8 * time.Second, CloseTimeout: 2 * time.Second}
+	cg, client := tcpPair(t)
+	bg, backend := tcpPair(t)
+	defer func() { client.Close(); backend.Close() }()
+	done := make(chan Result, 1)
+	p := NewPair(cg, GetReader(cg), bg, GetReader(bg), &opts)
+	p.Start(func(r Result) { done <- r })
+
+	frame := wsframe.AppendFrame(nil, wsframe.Header{Fin: true, Opcode: wsframe.OpBinary}, bytes.Repeat([]byte("z"), 32<<10))
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		backend.SetWriteDeadline(time.Now().Add(20 * time.Second))
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, err := backend.Write(frame); err != nil {
+				return
+			}
+		}
+	}()
+	defer wg.Wait()
+	defer close(stop)
+	waitFor(t, sets, 1) // the gateway's write to the client is blocked
+
+	start := time.Now()
+	p.Shutdown(wsframe.CloseGoingAway, "going away")
+	h, pl, err := readFrame(backend, bufio.NewReader(backend))
+	if err != nil || h.Opcode != wsframe.OpClose {
+		t.Fatalf("backend got %+v, %v after %v; want the gateway's close", h, err, time.Since(start))
+	}
+	if code, reason, _ := wsframe.ParseClosePayload(pl); code != wsframe.CloseGoingAway || string(reason) != "going away" {
+		t.Fatalf("backend got close %d %q, want 1001 \"going away\"", code, reason)
+	}
+	if el := time.Since(start); el > opts.CloseTimeout/2 {
+		t.Fatalf("the backend was told after %v, behind the blocked write to the client", el)
+	}
+	var r Result
+	select {
+	case r = <-done:
+	case <-time.After(opts.WriteTimeout + 5*time.Second):
+		t.Fatal("the pair did not end")
+	}
+	if el := time.Since(start); el > opts.WriteTimeout*3/4 {
+		t.Fatalf("the pair ended %v after the shutdown; want about close_timeout (%v), not write_timeout (%v)", el, opts.CloseTimeout, opts.WriteTimeout)
+	}
+	if r.BackendClose.Sent != wsframe.CloseGoingAway || r.ClosedBy != "gateway" || r.Cause != "shutdown" {
+		t.Fatalf("result %+v, want 1001 sent to the backend, closed by the gateway for shutdown", r)
+	}
+}
