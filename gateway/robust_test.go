@@ -19,8 +19,11 @@ import (
 	"net/http"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/gorilla/websocket"
 
 	"github.com/wsgate/wsgate/config"
 	"github.com/wsgate/wsgate/gateway"
@@ -407,6 +410,67 @@ func TestBackendStalls(t *testing.T) {
 		t.Fatalf("log line %v", r)
 	}
 	g.waitLog(t, "msg", "connection lost", "side", "backend")
+}
+
+// TestClientStallsThenCloses: a client that stops reading while a (gorilla) backend streams
+// to it, and then sends a close: the backend gets the client's code at once, not when the
+// gateway's blocked write to the client times out, and the connection ends close_timeout
+// later, logged with the client's code.
+func TestClientStallsThenCloses(t *testing.T) {
+	b := newBackend(t, func(b *testBackend) { b.manual = true })
+	g := startGateway(t, robustConfig(`write_timeout = "8s"`, fmt.Sprintf("route \"/r\" { backend = \"ws://%s/\" }\n", b.addr())))
+	c := dialRaw(t, g.Addr("pub").String(), "/r")
+	if c.resp.StatusCode != 101 {
+		t.Fatalf("status %d", c.resp.StatusCode)
+	}
+	var bc *websocket.Conn
+	select {
+	case bc = <-b.conns:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no backend connection")
+	}
+	var sent atomic.Int64
+	flooded := make(chan struct{})
+	go func() { // the backend streams until its writes fail
+		defer close(flooded)
+		msg := make([]byte, 64<<10)
+		for {
+			bc.SetWriteDeadline(time.Now().Add(15 * time.Second))
+			if err := bc.WriteMessage(websocket.BinaryMessage, msg); err != nil {
+				return
+			}
+			sent.Add(1)
+		}
+	}()
+	go func() { // and reads, so that its close handler sees the client's close
+		for {
+			if _, _, err := bc.ReadMessage(); err != nil {
+				return
+			}
+		}
+	}()
+	// The client reads nothing: wait until the backend's writes stop moving.
+	for last := int64(-1); sent.Load() != last; time.Sleep(300 * time.Millisecond) {
+		last = sent.Load()
+	}
+	start := time.Now()
+	c.send(true, wsframe.OpClose, closeBody(4001, "bye"))
+	if e := b.next(t, "close"); e.code != 4001 || e.reason != "bye" {
+		t.Fatalf("backend got close %d %q, want 4001 bye", e.code, e.reason)
+	}
+	if el := time.Since(start); el > 2*time.Second {
+		t.Fatalf("the client's close reached the backend after %v, behind the blocked write (write_timeout 8s)", el)
+	}
+	r := g.waitLog(t, "msg", "connection", "route", "/r")
+	if el := time.Since(start); el > 6*time.Second {
+		t.Fatalf("the connection ended %v after the client's close; want close_timeout (1s) and the linger, not write_timeout (8s)", el)
+	}
+	if r.get("client_close_received") != "4001" || r.get("backend_close_sent") != "4001" || r.get("closed_by") != "client" {
+		t.Fatalf("log line %v: want the client's 4001 received and forwarded, closed by the client", r)
+	}
+	c.conn.Close()
+	bc.Close()
+	<-flooded
 }
 
 // masked is a client frame (masked with a random key) built from raw header fields.
