@@ -106,10 +106,36 @@ func rawWrite(raw syscall.RawConn, b []byte, owner *side) (int, error) {
 	return n, err
 }
 
+// rawReader reads once inside a RawConn.Read callback, waiting in Go's poller while the
+// socket has nothing; pooled like rawWriter.
+type rawReader struct {
+	fn  func(fd uintptr) bool // r.read, bound once
+	b   []byte
+	n   int
+	err error
+}
+
+var rawReaderPool = sync.Pool{New: func() any {
+	r := new(rawReader)
+	r.fn = r.read
+	return r
+}}
+
+// read is the callback: false (wait until readable, within the read deadline) while the
+// socket has nothing.
+func (r *rawReader) read(fd uintptr) bool {
+	n, err := rawRead(int(fd), r.b)
+	if err == errBlocked {
+		return false
+	}
+	r.n, r.err = n, err
+	return true
+}
+
 // tlsSocket is the TCP connection under a TLS side's crypto/tls.Conn (see TLSSocket): its
-// writes are raw syscalls inside RawConn.Write, like a plain side's, and a write that finds
-// the socket buffer full arms the side's write deadline (owner is set while the relay writes,
-// under the side's wmu). Reads, deadlines and closing are the TCP connection's.
+// reads and writes are raw syscalls inside RawConn callbacks, like a plain side's, and a write
+// that finds the socket buffer full arms the side's write deadline (owner is set while the
+// relay writes, under the side's wmu). Deadlines and closing are the TCP connection's.
 type tlsSocket struct {
 	*net.TCPConn
 	raw   syscall.RawConn
@@ -129,6 +155,25 @@ func TLSSocket(c net.Conn) net.Conn {
 		return c
 	}
 	return &tlsSocket{TCPConn: tc, raw: raw}
+}
+
+// Read reads once into b, as the TCP connection's Read does (waiting in Go's poller within
+// the read deadline), with a raw recvfrom: no scheduler hand-off around the call and no file
+// layer work, as for plain sides.
+func (t *tlsSocket) Read(b []byte) (int, error) {
+	r := rawReaderPool.Get().(*rawReader)
+	r.b, r.n, r.err = b, 0, nil
+	err := t.raw.Read(r.fn)
+	n := r.n
+	if err == nil {
+		err = r.err
+	}
+	r.b, r.err = nil, nil
+	rawReaderPool.Put(r)
+	if _, ok := err.(*os.SyscallError); ok { // the callback's own error, not the poller's
+		err = &net.OpError{Op: "read", Net: "tcp", Source: t.LocalAddr(), Addr: t.RemoteAddr(), Err: err}
+	}
+	return n, err
 }
 
 // Write writes all of b (crypto/tls writes whole records).
