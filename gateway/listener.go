@@ -16,13 +16,14 @@ import (
 
 // listener is one bound listen block.
 type listener struct {
-	name   string
-	cfg    atomic.Pointer[config.Listener]
-	ln     net.Listener
-	tls    atomic.Pointer[tlsState] // what new handshakes use; nil for plain ws://
-	http   *http.Server             // the http_address listener (ACME HTTP-01 and redirect), if any
-	httpLn net.Listener
-	active atomic.Int64 // open connections, for max_connections
+	name    string
+	cfg     atomic.Pointer[config.Listener]
+	ln      net.Listener
+	tls     atomic.Pointer[tlsState] // what new handshakes use; nil for plain ws://
+	http    *http.Server             // the http_address listener (ACME HTTP-01 and redirect), if any
+	httpLn  net.Listener
+	active  atomic.Int64 // open connections, for max_connections
+	workers *connWorkers // goroutines that serve accepted connections (workers.go)
 
 	mu        sync.Mutex
 	retired   []retiredTLS // replaced TLS providers, closed after a grace period
@@ -46,7 +47,7 @@ type tlsState struct {
 // the sockets exist before ACME starts, so the challenge solvers reach the gateway's own
 // listeners and certmagic never binds :80/:443 itself.
 func (g *Gateway) listen(lc *config.Listener) (_ *listener, err error) {
-	l := &listener{name: lc.Name}
+	l := &listener{name: lc.Name, workers: newConnWorkers()}
 	l.cfg.Store(lc)
 	defer func() {
 		if err != nil {
@@ -166,7 +167,7 @@ func (g *Gateway) acceptLoop(l *listener) {
 		}
 		backoff = 0
 		g.wg.Add(1)
-		go g.serveConn(l, c)
+		g.dispatch(l, c)
 	}
 }
 
@@ -174,6 +175,7 @@ func (g *Gateway) acceptLoop(l *listener) {
 func (l *listener) close() {
 	l.closeOnce.Do(func() {
 		l.ln.Close()
+		close(l.workers.stop)
 		if l.http != nil {
 			l.http.Close()
 		}
