@@ -18,6 +18,9 @@
 #   MANY_N    connections of the ratemany row, each sending 1 msg/s (default 8000, lowered
 #             like IDLE_N)
 #   REF       reference target for ratios (default nginx)
+#   ROUNDS    run every row this many times (default 1), the targets interleaved and their
+#             order rotated each round; the table shows each figure's median over the rounds,
+#             and the range of the row's first figure (the machine's noise, measured)
 #   PROXY_QUOTA  cap each target at this fraction of its core (e.g. 0.5; a cgroup CPU quota,
 #             10 ms period; needs root). The generator then has twice the proxy's CPU, so the
 #             throughput rows measure each proxy's capacity per core instead of the generator's
@@ -34,6 +37,7 @@ ROWS=${ROWS:-"tp64 tp64k rate ratemany idle idlewss hswss tpwss"}
 IDLE_N=${IDLE_N:-10000}
 MANY_N=${MANY_N:-8000}
 REF=${REF:-nginx}
+ROUNDS=${ROUNDS:-1}
 PROXY_CPU=${PROXY_CPU:-0}
 GEN_CPU=${GEN_CPU:-1}
 
@@ -400,25 +404,32 @@ run_row() {
 
 # ---- matrix: rows outside, targets interleaved inside, each target started fresh per row -----
 : >"$W/results.jsonl"
-log "rows: $ROWS; targets: $TARGETS; duration $DUR; idle $IDLE_N"
+log "rows: $ROWS; targets: $TARGETS; duration $DUR; idle $IDLE_N; rounds $ROUNDS"
+read -r -a TLIST <<<"$TARGETS"
 for row in $ROWS; do
-	for t in $TARGETS; do
-		if [[ -n "${UNAVAILABLE[$t]:-}" ]]; then
-			echo "{\"label\":\"$row $t\",\"skipped\":\"${UNAVAILABLE[$t]}\"}" >>"$W/results.jsonl"
-			continue
-		fi
-		if ! start_target "$t"; then
-			echo "{\"label\":\"$row $t\",\"skipped\":\"did not start\"}" >>"$W/results.jsonl"
-			continue
-		fi
-		run_row "$row" "$t"
-		stop_target
-		sleep 1
+	for ((round = 0; round < ROUNDS; round++)); do
+		# Rotate the order each round, so that no target always runs first after a row change.
+		order=("${TLIST[@]:round % ${#TLIST[@]}}" "${TLIST[@]:0:round % ${#TLIST[@]}}")
+		for t in "${order[@]}"; do
+			if [[ -n "${UNAVAILABLE[$t]:-}" ]]; then
+				echo "{\"label\":\"$row $t\",\"skipped\":\"${UNAVAILABLE[$t]}\"}" >>"$W/results.jsonl"
+				continue
+			fi
+			if ! start_target "$t"; then
+				echo "{\"label\":\"$row $t\",\"skipped\":\"did not start\"}" >>"$W/results.jsonl"
+				continue
+			fi
+			run_row "$row" "$t"
+			stop_target
+			sleep 1
+		done
 	done
 done
 
 [[ -n "${RESULTS:-}" ]] && cp "$W/results.jsonl" "$RESULTS"
 echo
-echo "## wsgate benchmark ($(date -u +%Y-%m-%dT%H:%MZ), $DUR per row, proxy on CPU $PROXY_CPU${PROXY_QUOTA:+ capped at $PROXY_QUOTA of it}, generator and backend on CPU $GEN_CPU)"
+rounds_note=""
+((ROUNDS > 1)) && rounds_note=", median of $ROUNDS rounds"
+echo "## wsgate benchmark ($(date -u +%Y-%m-%dT%H:%MZ), $DUR per row$rounds_note, proxy on CPU $PROXY_CPU${PROXY_QUOTA:+ capped at $PROXY_QUOTA of it}, generator and backend on CPU $GEN_CPU)"
 echo
 "$BIN/report" -ref "$REF" -targets "$TARGETS" -proxy-cpu "$PROXY_CPU" <"$W/results.jsonl"

@@ -10,8 +10,10 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"math"
 	"os"
+	"sort"
 	"strings"
 )
 
@@ -112,10 +114,17 @@ func main() {
 	targetsFlag := flag.String("targets", "direct wsgate nginx haproxy caddy", "targets (columns), in order")
 	flag.IntVar(&proxyCPU, "proxy-cpu", 0, "CPU the targets were pinned to (for the other-load row)")
 	flag.Parse()
-	targets := strings.Fields(*targetsFlag)
+	render(os.Stdout, os.Stdin, strings.Fields(*targetsFlag), *ref)
+}
 
-	res := map[string]*run{} // "row target" -> run
-	sc := bufio.NewScanner(os.Stdin)
+// render reads the JSON lines of a run from in and writes the table to out. A cell that ran
+// in several rounds (several lines with the same label) shows the median of its rounds
+// (errors: their sum), ratios are medians to the reference's median, and the row's first
+// figure gets a second line with its range over the rounds: the run's own noise.
+func render(out io.Writer, in io.Reader, targets []string, ref string) {
+	res := map[string][]*run{} // "row target" -> its rounds
+	rounds := 1
+	sc := bufio.NewScanner(in)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		line := strings.TrimSpace(sc.Text())
@@ -127,17 +136,19 @@ func main() {
 			fmt.Fprintln(os.Stderr, "report: skipping bad line:", err)
 			continue
 		}
-		res[r.Label] = r
+		res[r.Label] = append(res[r.Label], r)
+		rounds = max(rounds, len(res[r.Label]))
 	}
 
-	fmt.Printf("| scenario | metric | %s |\n", strings.Join(targets, " | "))
-	fmt.Printf("|---|---|%s\n", strings.Repeat("---:|", len(targets)))
+	fmt.Fprintf(out, "| scenario | metric | %s |\n", strings.Join(targets, " | "))
+	fmt.Fprintf(out, "|---|---|%s\n", strings.Repeat("---:|", len(targets)))
 	var notes []string
 	for _, row := range rows {
-		present := false
+		present, n := false, 0
 		for _, t := range targets {
-			if res[row.id+" "+t] != nil {
+			if rs := res[row.id+" "+t]; rs != nil {
 				present = true
+				n = max(n, len(ran(rs)))
 			}
 		}
 		if !present {
@@ -149,22 +160,31 @@ func main() {
 				title = row.title
 			}
 			cells := make([]string, len(targets))
-			refRun := res[row.id+" "+*ref]
+			refRuns := ran(res[row.id+" "+ref])
 			for j, t := range targets {
-				r := res[row.id+" "+t]
+				rs := res[row.id+" "+t]
 				switch {
-				case r == nil:
+				case rs == nil:
 					cells[j] = "–"
-				case r.Skipped != "":
+				case len(ran(rs)) == 0:
 					cells[j] = "n/a"
 				default:
-					cells[j] = cell(m, r, refRun)
+					cells[j] = cell(m, ran(rs), refRuns, t == ref)
 				}
 			}
-			fmt.Printf("| %s | %s | %s |\n", title, m.name, strings.Join(cells, " | "))
+			fmt.Fprintf(out, "| %s | %s | %s |\n", title, m.name, strings.Join(cells, " | "))
+			if i == 0 && n > 1 {
+				for j, t := range targets {
+					if rs := ran(res[row.id+" "+t]); len(rs) > 0 {
+						lo, hi := spread(m, rs)
+						cells[j] = format(lo) + "–" + format(hi)
+					}
+				}
+				fmt.Fprintf(out, "|  | %s, range over %d rounds | %s |\n", m.name, n, strings.Join(cells, " | "))
+			}
 		}
 		for _, t := range targets {
-			if r := res[row.id+" "+t]; r != nil {
+			for _, r := range res[row.id+" "+t] {
 				if r.Skipped != "" {
 					notes = append(notes, fmt.Sprintf("%s / %s: not run (%s)", row.id, t, r.Skipped))
 				} else if r.FirstError != "" {
@@ -173,17 +193,67 @@ func main() {
 			}
 		}
 	}
-	fmt.Printf("\nRatios in parentheses are value ÷ %s's value in the same run (higher is better for rates, worse for latency, CPU and memory).\n", *ref)
+	if rounds > 1 {
+		fmt.Fprintf(out, "\nEach figure is the median of the rounds a target ran (errors: their sum); ratios in parentheses are that median ÷ %s's, from the same run (higher is better for rates, worse for latency, CPU and memory).\n", ref)
+	} else {
+		fmt.Fprintf(out, "\nRatios in parentheses are value ÷ %s's value in the same run (higher is better for rates, worse for latency, CPU and memory).\n", ref)
+	}
 	if len(notes) > 0 {
-		fmt.Println("\nNotes:")
+		fmt.Fprintln(out, "\nNotes:")
 		for _, n := range notes {
-			fmt.Println("- " + n)
+			fmt.Fprintln(out, "- "+n)
 		}
 	}
 }
 
-func cell(m metric, r, ref *run) string {
-	v := m.get(r)
+// ran returns the rounds of rs that ran (were not skipped).
+func ran(rs []*run) []*run {
+	var out []*run
+	for _, r := range rs {
+		if r.Skipped == "" {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// value aggregates m over rounds: the sum of errors, the median of anything else (of the
+// rounds where it is known: -1 means unknown, and is the result when no round knows it).
+func value(m metric, rs []*run) float64 {
+	var vs []float64
+	sum := 0.0
+	for _, r := range rs {
+		if v := m.get(r); v >= 0 {
+			vs = append(vs, v)
+			sum += v
+		}
+	}
+	switch {
+	case len(vs) == 0:
+		return -1
+	case m.name == mErr.name:
+		return sum
+	}
+	sort.Float64s(vs)
+	if k := len(vs); k%2 == 1 {
+		return vs[k/2]
+	} else {
+		return (vs[k/2-1] + vs[k/2]) / 2
+	}
+}
+
+// spread is the lowest and highest value of m over rounds.
+func spread(m metric, rs []*run) (lo, hi float64) {
+	lo, hi = math.Inf(1), math.Inf(-1)
+	for _, r := range rs {
+		v := m.get(r)
+		lo, hi = min(lo, v), max(hi, v)
+	}
+	return lo, hi
+}
+
+func cell(m metric, rs, ref []*run, isRef bool) string {
+	v := value(m, rs)
 	if v < 0 && (m.name == mTCPU.name || m.name == mOther.name || strings.HasSuffix(m.name, "per target core")) {
 		return "n/a"
 	}
@@ -191,8 +261,8 @@ func cell(m metric, r, ref *run) string {
 	if m.name == mOther.name || m.name == mErr.name {
 		return s // no ratio: not a property of the target
 	}
-	if ref != nil && ref.Skipped == "" && ref != r {
-		rv := m.get(ref)
+	if len(ref) > 0 && !isRef {
+		rv := value(m, ref)
 		if rv > 0 && v >= 0 {
 			s += fmt.Sprintf(" (%.2f×)", v/rv)
 		}

@@ -1,0 +1,72 @@
+package main
+
+import (
+	"strings"
+	"testing"
+)
+
+// lines for one row in three rounds: wsgate 300k/500k/400k msgs/s, nginx 200k/400k/100k, one
+// wsgate round with 2 errors; haproxy could not run.
+const threeRounds = `
+{"label":"tp64 wsgate","msgs_per_s":300000,"target_cpu":0.5,"errors":0}
+{"label":"tp64 nginx","msgs_per_s":200000,"target_cpu":0.5,"errors":0}
+{"label":"tp64 haproxy","skipped":"not installed"}
+{"label":"tp64 nginx","msgs_per_s":400000,"target_cpu":0.8,"errors":0}
+{"label":"tp64 wsgate","msgs_per_s":500000,"target_cpu":1.0,"errors":2,"first_error":"lost 2"}
+{"label":"tp64 haproxy","skipped":"not installed"}
+{"label":"tp64 wsgate","msgs_per_s":400000,"target_cpu":0.5,"errors":0}
+{"label":"tp64 nginx","msgs_per_s":100000,"target_cpu":0.5,"errors":0}
+`
+
+func renderString(t *testing.T, in string, targets string) string {
+	t.Helper()
+	var b strings.Builder
+	render(&b, strings.NewReader(in), strings.Fields(targets), "nginx")
+	return b.String()
+}
+
+// row returns the table line whose metric column is metric.
+func row(t *testing.T, table, metric string) string {
+	t.Helper()
+	for _, l := range strings.Split(table, "\n") {
+		if f := strings.Split(l, " | "); len(f) > 2 && f[1] == metric {
+			return l
+		}
+	}
+	t.Fatalf("no %q row in:\n%s", metric, table)
+	return ""
+}
+
+func TestRenderRounds(t *testing.T) {
+	out := renderString(t, threeRounds, "wsgate nginx haproxy")
+	for metric, want := range map[string]string{
+		// medians: wsgate 400k, nginx 200k
+		"msgs/s": "| throughput 64 B × 100 conns × window 8 | msgs/s | 400,000 (2.00×) | 200,000 | n/a |",
+		// each round's range, no ratio
+		"msgs/s, range over 3 rounds": "|  | msgs/s, range over 3 rounds | 300,000–500,000 | 100,000–400,000 | n/a |",
+		// per core: wsgate 600k/500k/800k -> 600k; nginx 400k/500k/200k -> 400k
+		"msgs/s per target core": "|  | msgs/s per target core | 600,000 (1.50×) | 400,000 | n/a |",
+		// errors add up over rounds
+		"errors": "|  | errors | 2 | 0 | n/a |",
+	} {
+		if got := row(t, out, metric); got != want {
+			t.Errorf("%s:\n got %s\nwant %s", metric, got, want)
+		}
+	}
+	for _, want := range []string{"median of the rounds", "tp64 / wsgate: lost 2", "tp64 / haproxy: not run (not installed)"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func TestRenderOneRound(t *testing.T) {
+	out := renderString(t, `{"label":"idle wsgate","bytes_per_conn":3500,"open":9900,"alive_ok":100,"errors":0}
+{"label":"idle nginx","bytes_per_conn":18000,"open":9900,"alive_ok":100,"errors":0}`, "wsgate nginx")
+	if got, want := row(t, out, "bytes/conn (RSS)"), "| idle ws:// | bytes/conn (RSS) | 3,500 (0.19×) | 18,000 |"; got != want {
+		t.Errorf("got %s\nwant %s", got, want)
+	}
+	if strings.Contains(out, "range over") || strings.Contains(out, "median") {
+		t.Errorf("one round shows a range or medians:\n%s", out)
+	}
+}
