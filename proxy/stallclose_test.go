@@ -41,25 +41,7 @@ func TestCloseFromStalledClient(t *testing.T) {
 
 			// The backend sends more than the sockets hold; the client reads none of it.
 			frame := wsframe.AppendFrame(nil, wsframe.Header{Fin: true, Opcode: wsframe.OpBinary}, bytes.Repeat([]byte("x"), 32<<10))
-			stop := make(chan struct{})
-			var wg sync.WaitGroup
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				backend.SetWriteDeadline(time.Now().Add(20 * time.Second))
-				for {
-					select {
-					case <-stop:
-						return
-					default:
-					}
-					if _, err := backend.Write(frame); err != nil {
-						return
-					}
-				}
-			}()
-			defer wg.Wait()
-			defer close(stop)
+			defer flood(backend, frame)()
 			waitFor(t, sets, 1) // the gateway's write to the client is blocked
 
 			start := time.Now()
@@ -180,25 +162,7 @@ func TestShutdownWithStalledClient(t *testing.T) {
 	p.Start(func(r Result) { done <- r })
 
 	frame := wsframe.AppendFrame(nil, wsframe.Header{Fin: true, Opcode: wsframe.OpBinary}, bytes.Repeat([]byte("z"), 32<<10))
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		backend.SetWriteDeadline(time.Now().Add(20 * time.Second))
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			if _, err := backend.Write(frame); err != nil {
-				return
-			}
-		}
-	}()
-	defer wg.Wait()
-	defer close(stop)
+	defer flood(backend, frame)()
 	waitFor(t, sets, 1) // the gateway's write to the client is blocked
 
 	start := time.Now()

@@ -117,26 +117,10 @@ func checkLazyDeadline(t *testing.T, client, backend net.Conn, sets *atomic.Int6
 
 	// 4. The client stalls for good: cut write_timeout after the write blocked.
 	armed := sets.Load()
-	stop := make(chan struct{})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		backend.SetWriteDeadline(time.Now().Add(10 * time.Second))
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			if _, err := backend.Write(frame); err != nil {
-				return
-			}
-		}
-	}()
+	stopFlood := flood(backend, frame)
 	blockedAt = waitFor(t, sets, armed+1)
 	h, p, err := readFrame(backend, bbr)
 	el := time.Since(blockedAt)
-	close(stop)
 	if err != nil || h.Opcode != wsframe.OpClose {
 		t.Fatalf("backend got %+v, %v; want a close frame", h, err)
 	}
@@ -147,7 +131,31 @@ func checkLazyDeadline(t *testing.T, client, backend net.Conn, sets *atomic.Int6
 		t.Fatalf("client cut %v after its write blocked, want write_timeout (%v)", el, wt)
 	}
 	backend.Close()
-	wg.Wait()
+	stopFlood()
+}
+
+// flood writes frame to c over and over on a goroutine (a peer sending more than the other
+// side reads), until a write fails or the returned function is called; that function waits
+// for the goroutine to end.
+func flood(c net.Conn, frame []byte) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		c.SetWriteDeadline(time.Now().Add(20 * time.Second))
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			if _, err := c.Write(frame); err != nil {
+				return
+			}
+		}
+	}()
+	return func() { close(done); wg.Wait() }
 }
 
 // waitFor waits until c reaches at least n and returns when it saw that.
