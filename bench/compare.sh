@@ -8,7 +8,9 @@
 #
 # Environment:
 #   DUR       duration of each timed row (default 10s; QUICK=1 makes it 3s)
-#   TARGETS   columns, in order (default: direct wsgate nginx haproxy caddy); "wsgate-base" is
+#   TARGETS   columns, in order (default: direct direct-gen wsgate nginx haproxy caddy);
+#             "direct" is the echo server alone on the proxy's core, "direct-gen" the echo
+#             server on the generator's core, where every proxy's backend runs; "wsgate-base" is
 #             wsgate built from BASE_REV, to measure a change against its baseline in one run
 #   BASE_REV  the git revision wsgate-base is built from (default HEAD: the last commit, so
 #             uncommitted work in "wsgate" is compared with what it changes)
@@ -32,7 +34,7 @@ set -u -o pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DUR=${DUR:-10s}
 [[ "${QUICK:-}" == 1 ]] && DUR=${QUICK_DUR:-3s}
-TARGETS=${TARGETS:-"direct wsgate nginx haproxy caddy"}
+TARGETS=${TARGETS:-"direct direct-gen wsgate nginx haproxy caddy"}
 ROWS=${ROWS:-"tp64 tp64k rate ratemany idle idlewss hswss tpwss"}
 IDLE_N=${IDLE_N:-10000}
 MANY_N=${MANY_N:-8000}
@@ -82,8 +84,8 @@ fi
 BASE=$((21000 + (RANDOM % 100) * 100))
 B_PLAIN=$BASE
 B_TLS=$((BASE + 1))
-declare -A PORT_PLAIN=([direct]=$((BASE + 10)) [wsgate]=$((BASE + 20)) [nginx]=$((BASE + 30)) [haproxy]=$((BASE + 40)) [caddy]=$((BASE + 50)) [wsgate-base]=$((BASE + 60)))
-declare -A PORT_TLS=([direct]=$((BASE + 11)) [wsgate]=$((BASE + 21)) [nginx]=$((BASE + 31)) [haproxy]=$((BASE + 41)) [caddy]=$((BASE + 51)) [wsgate-base]=$((BASE + 61)))
+declare -A PORT_PLAIN=([direct]=$((BASE + 10)) [direct-gen]=$((BASE + 70)) [wsgate]=$((BASE + 20)) [nginx]=$((BASE + 30)) [haproxy]=$((BASE + 40)) [caddy]=$((BASE + 50)) [wsgate-base]=$((BASE + 60)))
+declare -A PORT_TLS=([direct]=$((BASE + 11)) [direct-gen]=$((BASE + 71)) [wsgate]=$((BASE + 21)) [nginx]=$((BASE + 31)) [haproxy]=$((BASE + 41)) [caddy]=$((BASE + 51)) [wsgate-base]=$((BASE + 61)))
 declare -A UNAVAILABLE=()
 
 # ---- CPU quota for the targets (PROXY_QUOTA) --------------------------------------------------
@@ -315,6 +317,11 @@ start_target() {
 	direct)
 		taskset -c "$PROXY_CPU" "$BIN/echo" -addr "127.0.0.1:${PORT_PLAIN[direct]}" \
 			-tls-addr "127.0.0.1:${PORT_TLS[direct]}" -cert "$W/cert.pem" -key "$W/key.pem" >>"$logf" 2>&1 &
+		;;
+	direct-gen)
+		# The echo server where every proxy's backend runs: on the generator's core.
+		taskset -c "$GEN_CPU" "$BIN/echo" -addr "127.0.0.1:${PORT_PLAIN[direct-gen]}" \
+			-tls-addr "127.0.0.1:${PORT_TLS[direct-gen]}" -cert "$W/cert.pem" -key "$W/key.pem" >>"$logf" 2>&1 &
 		;;
 	wsgate)
 		taskset -c "$PROXY_CPU" /tmp/wsgate run -config "$W/wsgate.hcl" >>"$logf" 2>&1 &

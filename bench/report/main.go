@@ -2,7 +2,7 @@
 // run, labelled "ROW TARGET") into a markdown table: every figure of every target, with its
 // ratio to the reference target (nginx by default) from the same run.
 //
-//	go run ./bench/report -ref nginx -targets "direct wsgate nginx haproxy caddy" < results.jsonl
+//	go run ./bench/report -ref nginx -targets "direct direct-gen wsgate nginx haproxy caddy" < results.jsonl
 package main
 
 import (
@@ -111,7 +111,7 @@ var rows = []struct {
 
 func main() {
 	ref := flag.String("ref", "nginx", "reference target for ratios")
-	targetsFlag := flag.String("targets", "direct wsgate nginx haproxy caddy", "targets (columns), in order")
+	targetsFlag := flag.String("targets", "direct direct-gen wsgate nginx haproxy caddy", "targets (columns), in order")
 	flag.IntVar(&proxyCPU, "proxy-cpu", 0, "CPU the targets were pinned to (for the other-load row)")
 	flag.Parse()
 	render(os.Stdout, os.Stdin, strings.Fields(*targetsFlag), *ref)
