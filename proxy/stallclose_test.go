@@ -5,9 +5,6 @@ package proxy
 import (
 	"bufio"
 	"bytes"
-	"net"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -24,24 +21,14 @@ func TestCloseFromStalledClient(t *testing.T) {
 	defer goleak.VerifyNone(t)
 	for _, mode := range []string{"plain", "tls"} {
 		t.Run(mode, func(t *testing.T) {
-			sets := new(atomic.Int64)
-			testDeadlineSets = sets
-			defer func() { testDeadlineSets = nil }()
+			sets := countDeadlineSets(t)
 			opts := Options{WriteTimeout: 6 * time.Second, CloseTimeout: 500 * time.Millisecond}
-			var client, backend net.Conn
-			var done chan Result
-			if mode == "tls" {
-				c, b, d := tlsTestPair(t, opts)
-				client, backend, done = c, b, d
-			} else {
-				c, b, d := tcpTestPair(t, opts)
-				client, backend, done = c, b, d
-			}
+			client, backend, done := modePair(t, mode, opts)
 			defer func() { client.Close(); backend.Close() }()
 
 			// The backend sends more than the sockets hold; the client reads none of it.
 			frame := wsframe.AppendFrame(nil, wsframe.Header{Fin: true, Opcode: wsframe.OpBinary}, bytes.Repeat([]byte("x"), 32<<10))
-			defer flood(backend, frame)()
+			defer flood(backend, frame, 0)()
 			waitFor(t, sets, 1) // the gateway's write to the client is blocked
 
 			start := time.Now()
@@ -60,15 +47,7 @@ func TestCloseFromStalledClient(t *testing.T) {
 			if el := time.Since(start); el > opts.WriteTimeout/4 {
 				t.Fatalf("the client's close reached the backend after %v, behind the blocked write (write_timeout %v)", el, opts.WriteTimeout)
 			}
-			var r Result
-			select {
-			case r = <-done:
-			case <-time.After(opts.WriteTimeout + 5*time.Second):
-				t.Fatal("the pair did not end")
-			}
-			if el := time.Since(start); el > opts.WriteTimeout*3/4 {
-				t.Fatalf("the pair ended %v after the client's close; want about close_timeout (%v), not write_timeout (%v)", el, opts.CloseTimeout, opts.WriteTimeout)
-			}
+			r := endsBeforeWriteTimeout(t, done, start, opts, "the client's close")
 			if r.ClientClose.Received != 4001 || r.BackendClose.Sent != 4001 || r.ClosedBy != "client" {
 				t.Fatalf("result %+v, want the client's 4001 recorded and forwarded, closed by the client", r)
 			}
@@ -83,37 +62,15 @@ func TestCloseReplyAfterStall(t *testing.T) {
 	defer goleak.VerifyNone(t)
 	for _, mode := range []string{"buffered", "spliced", "tls"} {
 		t.Run(mode, func(t *testing.T) {
-			testNoSplice = mode == "buffered"
-			defer func() { testNoSplice = false }()
-			sets := new(atomic.Int64)
-			testDeadlineSets = sets
-			defer func() { testDeadlineSets = nil }()
+			sets := countDeadlineSets(t)
 			opts := Options{WriteTimeout: 6 * time.Second, CloseTimeout: 500 * time.Millisecond}
-			var client, backend net.Conn
-			var done chan Result
-			if mode == "tls" {
-				c, b, d := tlsTestPair(t, opts)
-				client, backend, done = c, b, d
-			} else {
-				c, b, d := tcpTestPair(t, opts)
-				client, backend, done = c, b, d
-			}
+			client, backend, done := modePair(t, mode, opts)
 			defer func() { client.Close(); backend.Close(); <-done }()
 
 			payload := bytes.Repeat([]byte("y"), 32<<10)
 			frame := wsframe.AppendFrame(nil, wsframe.Header{Fin: true, Opcode: wsframe.OpBinary}, payload)
 			const frames = 256 // 8 MiB: more than the sockets hold
-			var wg sync.WaitGroup
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				backend.SetWriteDeadline(time.Now().Add(20 * time.Second))
-				for range frames {
-					if _, err := backend.Write(frame); err != nil {
-						return
-					}
-				}
-			}()
+			wrote := flood(backend, frame, frames)
 			waitFor(t, sets, 1) // the gateway's write to the client blocked
 			cbr, bbr := bufio.NewReader(client), bufio.NewReader(backend)
 			for i := range frames {
@@ -121,7 +78,7 @@ func TestCloseReplyAfterStall(t *testing.T) {
 					t.Fatalf("frame %d: client got %+v (%d bytes), %v", i, h, len(p), err)
 				}
 			}
-			wg.Wait()
+			wrote()
 
 			var buf [wsframe.MaxControlPayload]byte
 			if _, err := client.Write(clientFrame(wsframe.OpClose, wsframe.AppendClosePayload(buf[:0], 4002, "done"))); err != nil {
@@ -150,9 +107,7 @@ func TestCloseReplyAfterStall(t *testing.T) {
 // not when the blocked write times out.
 func TestShutdownWithStalledClient(t *testing.T) {
 	defer goleak.VerifyNone(t)
-	sets := new(atomic.Int64)
-	testDeadlineSets = sets
-	defer func() { testDeadlineSets = nil }()
+	sets := countDeadlineSets(t)
 	opts := Options{WriteTimeout: 8 * time.Second, CloseTimeout: 2 * time.Second}
 	cg, client := tcpPair(t)
 	bg, backend := tcpPair(t)
@@ -162,7 +117,7 @@ func TestShutdownWithStalledClient(t *testing.T) {
 	p.Start(func(r Result) { done <- r })
 
 	frame := wsframe.AppendFrame(nil, wsframe.Header{Fin: true, Opcode: wsframe.OpBinary}, bytes.Repeat([]byte("z"), 32<<10))
-	defer flood(backend, frame)()
+	defer flood(backend, frame, 0)()
 	waitFor(t, sets, 1) // the gateway's write to the client is blocked
 
 	start := time.Now()
@@ -177,6 +132,17 @@ func TestShutdownWithStalledClient(t *testing.T) {
 	if el := time.Since(start); el > opts.CloseTimeout/2 {
 		t.Fatalf("the backend was told after %v, behind the blocked write to the client", el)
 	}
+	r := endsBeforeWriteTimeout(t, done, start, opts, "the shutdown")
+	if r.BackendClose.Sent != wsframe.CloseGoingAway || r.ClosedBy != "gateway" || r.Cause != "shutdown" {
+		t.Fatalf("result %+v, want 1001 sent to the backend, closed by the gateway for shutdown", r)
+	}
+}
+
+// endsBeforeWriteTimeout waits for a pair's result and fails the test unless the pair ended
+// well before write_timeout after start (what happened then: since): about close_timeout, not
+// behind a write blocked on a stalled client.
+func endsBeforeWriteTimeout(t *testing.T, done chan Result, start time.Time, opts Options, since string) Result {
+	t.Helper()
 	var r Result
 	select {
 	case r = <-done:
@@ -184,9 +150,7 @@ func TestShutdownWithStalledClient(t *testing.T) {
 		t.Fatal("the pair did not end")
 	}
 	if el := time.Since(start); el > opts.WriteTimeout*3/4 {
-		t.Fatalf("the pair ended %v after the shutdown; want about close_timeout (%v), not write_timeout (%v)", el, opts.CloseTimeout, opts.WriteTimeout)
+		t.Fatalf("the pair ended %v after %s; want about close_timeout (%v), not write_timeout (%v)", el, since, opts.CloseTimeout, opts.WriteTimeout)
 	}
-	if r.BackendClose.Sent != wsframe.CloseGoingAway || r.ClosedBy != "gateway" || r.Cause != "shutdown" {
-		t.Fatalf("result %+v, want 1001 sent to the backend, closed by the gateway for shutdown", r)
-	}
+	return r
 }

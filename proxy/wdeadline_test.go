@@ -29,20 +29,10 @@ func TestWriteDeadlineOnlyWhenBlocked(t *testing.T) {
 	defer goleak.VerifyNone(t)
 	for _, mode := range []string{"buffered", "spliced", "tls"} {
 		t.Run(mode, func(t *testing.T) {
-			testNoSplice = mode == "buffered"
-			defer func() { testNoSplice = false }()
-			sets := new(atomic.Int64)
-			testDeadlineSets = sets
-			defer func() { testDeadlineSets = nil }()
+			sets := countDeadlineSets(t)
 			spliced := spliceCounter(t)
 			opts := Options{WriteTimeout: time.Second, CloseTimeout: time.Second}
-			var client, backend net.Conn
-			var done chan Result
-			if mode == "tls" {
-				client, backend, done = tlsTestPair(t, opts)
-			} else {
-				client, backend, done = tcpTestPair(t, opts)
-			}
+			client, backend, done := modePair(t, mode, opts)
 			defer func() { client.Close(); backend.Close(); <-done }()
 			checkLazyDeadline(t, client, backend, sets, opts.WriteTimeout)
 			if mode == "spliced" && spliced.bytes.Load() == 0 {
@@ -87,17 +77,7 @@ func checkLazyDeadline(t *testing.T, client, backend net.Conn, sets *atomic.Int6
 	payload := bytes.Repeat([]byte("0123456789abcdef"), 2<<10) // 32 KiB
 	frame := wsframe.AppendFrame(nil, wsframe.Header{Fin: true, Opcode: wsframe.OpBinary}, payload)
 	const frames = 256 // 8 MiB: more than the sockets between backend and client hold
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		backend.SetWriteDeadline(time.Now().Add(10 * time.Second))
-		for range frames {
-			if _, err := backend.Write(frame); err != nil {
-				return
-			}
-		}
-	}()
+	wrote := flood(backend, frame, frames)
 	blockedAt := waitFor(t, sets, 1)
 	if el := time.Since(blockedAt); el > wt/2 {
 		t.Fatalf("the stall was seen after %v; the test needs it within write_timeout/2", el)
@@ -108,7 +88,7 @@ func checkLazyDeadline(t *testing.T, client, backend net.Conn, sets *atomic.Int6
 			t.Fatalf("stalled frame %d: client got %+v (%d bytes), %v; want 32 KiB whole", i, h, len(p), err)
 		}
 	}
-	wg.Wait()
+	wrote()
 
 	// 3. A quiet spell longer than the write timeout: the deadline armed by the stall
 	// must not fail the next write.
@@ -117,7 +97,7 @@ func checkLazyDeadline(t *testing.T, client, backend net.Conn, sets *atomic.Int6
 
 	// 4. The client stalls for good: cut write_timeout after the write blocked.
 	armed := sets.Load()
-	stopFlood := flood(backend, frame)
+	stopFlood := flood(backend, frame, 0)
 	blockedAt = waitFor(t, sets, armed+1)
 	h, p, err := readFrame(backend, bbr)
 	el := time.Since(blockedAt)
@@ -134,17 +114,17 @@ func checkLazyDeadline(t *testing.T, client, backend net.Conn, sets *atomic.Int6
 	stopFlood()
 }
 
-// flood writes frame to c over and over on a goroutine (a peer sending more than the other
-// side reads), until a write fails or the returned function is called; that function waits
-// for the goroutine to end.
-func flood(c net.Conn, frame []byte) (stop func()) {
+// flood writes frame to c n times (n <= 0: over and over) on a goroutine, a peer sending more
+// than the other side reads, until a write fails or the returned function is called; that
+// function waits for the goroutine to end.
+func flood(c net.Conn, frame []byte, n int) (stop func()) {
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		c.SetWriteDeadline(time.Now().Add(20 * time.Second))
-		for {
+		for i := 0; n <= 0 || i < n; i++ {
 			select {
 			case <-done:
 				return
@@ -168,6 +148,29 @@ func waitFor(t *testing.T, c *atomic.Int64, n int64) time.Time {
 	}
 	t.Fatalf("write deadline count stayed at %d, want %d: no write blocked", c.Load(), n)
 	return time.Time{}
+}
+
+// modePair makes a relayed pair over loopback for a test mode: "tls" has a TLS client side
+// over TLSSocket, any other mode plain TCP on both sides; "buffered" turns splicing off until
+// the test ends.
+func modePair(t *testing.T, mode string, opts Options) (client, backend net.Conn, done chan Result) {
+	t.Helper()
+	if mode == "buffered" {
+		testNoSplice = true
+		t.Cleanup(func() { testNoSplice = false })
+	}
+	if mode == "tls" {
+		return tlsTestPair(t, opts)
+	}
+	return tcpTestPair(t, opts)
+}
+
+// countDeadlineSets counts the write deadlines the relay sets or clears until the test ends.
+func countDeadlineSets(t *testing.T) *atomic.Int64 {
+	sets := new(atomic.Int64)
+	testDeadlineSets = sets
+	t.Cleanup(func() { testDeadlineSets = nil })
+	return sets
 }
 
 // tlsTestPair starts a pair whose client side is TLS over TLSSocket (as the gateway makes it)
