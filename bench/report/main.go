@@ -162,14 +162,14 @@ func render(out io.Writer, in io.Reader, targets []string, ref string) {
 			cells := make([]string, len(targets))
 			refRuns := ran(res[row.id+" "+ref])
 			for j, t := range targets {
-				rs := res[row.id+" "+t]
-				switch {
-				case rs == nil:
+				all := res[row.id+" "+t]
+				switch rs := ran(all); {
+				case all == nil:
 					cells[j] = "–"
-				case len(ran(rs)) == 0:
+				case len(rs) == 0:
 					cells[j] = "n/a"
 				default:
-					cells[j] = cell(m, ran(rs), refRuns, t == ref)
+					cells[j] = cell(m, rs, refRuns, t == ref)
 				}
 			}
 			fmt.Fprintf(out, "| %s | %s | %s |\n", title, m.name, strings.Join(cells, " | "))
@@ -235,11 +235,11 @@ func value(m metric, rs []*run) float64 {
 		return sum
 	}
 	sort.Float64s(vs)
-	if k := len(vs); k%2 == 1 {
+	k := len(vs)
+	if k%2 == 1 {
 		return vs[k/2]
-	} else {
-		return (vs[k/2-1] + vs[k/2]) / 2
 	}
+	return (vs[k/2-1] + vs[k/2]) / 2
 }
 
 // spread is the lowest and highest value of m over rounds.
