@@ -8,6 +8,9 @@
 #
 # Environment:
 #   DUR       duration of each timed row (default 10s; QUICK=1 makes it 3s)
+#   WARMUP    traffic before each load row's measured DUR, kept out of its figures (default
+#             2s; QUICK=1 makes it 1s): new connections' first messages, and the first touch
+#             of fresh memory in every process; the rate rows report its p99 apart
 #   TARGETS   columns, in order (default: direct direct-gen wsgate nginx haproxy caddy);
 #             "direct" is the echo server alone on the proxy's core, "direct-gen" the echo
 #             server on the generator's core, where every proxy's backend runs; "wsgate-base" is
@@ -34,6 +37,8 @@ set -u -o pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DUR=${DUR:-10s}
 [[ "${QUICK:-}" == 1 ]] && DUR=${QUICK_DUR:-3s}
+WARMUP=${WARMUP:-2s}
+[[ "${QUICK:-}" == 1 ]] && WARMUP=${QUICK_WARMUP:-1s}
 TARGETS=${TARGETS:-"direct direct-gen wsgate nginx haproxy caddy"}
 ROWS=${ROWS:-"tp64 tp64k rate ratemany idle idlewss hswss tpwss"}
 IDLE_N=${IDLE_N:-10000}
@@ -382,15 +387,15 @@ run_row() {
 	local row=$1 t=$2 plain="ws://127.0.0.1:${PORT_PLAIN[$2]}/bench" tls="wss://127.0.0.1:${PORT_TLS[$2]}/bench"
 	local args=()
 	case $row in
-	tp64) args=(-mode throughput -url "$plain" -c 100 -window 8 -size 64 -d "$DUR") ;;
-	tp64k) args=(-mode throughput -url "$plain" -c 10 -window 4 -size 65536 -d "$DUR") ;;
-	rate) args=(-mode rate -url "$plain" -c 1000 -rate 20000 -size 128 -d "$DUR") ;;
-	ratemany) args=(-mode rate -url "$plain" -c "$MANY_N" -rate "$MANY_N" -size 128 -d "$DUR") ;;
+	tp64) args=(-mode throughput -url "$plain" -c 100 -window 8 -size 64 -d "$DUR" -warmup "$WARMUP") ;;
+	tp64k) args=(-mode throughput -url "$plain" -c 10 -window 4 -size 65536 -d "$DUR" -warmup "$WARMUP") ;;
+	rate) args=(-mode rate -url "$plain" -c 1000 -rate 20000 -size 128 -d "$DUR" -warmup "$WARMUP") ;;
+	ratemany) args=(-mode rate -url "$plain" -c "$MANY_N" -rate "$MANY_N" -size 128 -d "$DUR" -warmup "$WARMUP") ;;
 	idle) args=(-mode idle -url "$plain" -n "$IDLE_N" -settle 2s) ;;
 	idlewss) args=(-mode idle -url "$tls" -insecure -n "$IDLE_N" -settle 2s) ;;
 	hswss) args=(-mode handshake -url "$tls" -insecure -c 32 -d "$DUR") ;;
-	tpwss) args=(-mode throughput -url "$tls" -insecure -c 100 -window 8 -size 64 -d "$DUR") ;;
-	ratewss) args=(-mode rate -url "$tls" -insecure -c 1000 -rate 20000 -size 128 -d "$DUR") ;;
+	tpwss) args=(-mode throughput -url "$tls" -insecure -c 100 -window 8 -size 64 -d "$DUR" -warmup "$WARMUP") ;;
+	ratewss) args=(-mode rate -url "$tls" -insecure -c 1000 -rate 20000 -size 128 -d "$DUR" -warmup "$WARMUP") ;;
 	*)
 		log "unknown row $row"
 		return
@@ -411,7 +416,7 @@ run_row() {
 
 # ---- matrix: rows outside, targets interleaved inside, each target started fresh per row -----
 : >"$W/results.jsonl"
-log "rows: $ROWS; targets: $TARGETS; duration $DUR; idle $IDLE_N; rounds $ROUNDS"
+log "rows: $ROWS; targets: $TARGETS; duration $DUR after a warm-up of $WARMUP; idle $IDLE_N; rounds $ROUNDS"
 read -r -a TLIST <<<"$TARGETS"
 for row in $ROWS; do
 	for ((round = 0; round < ROUNDS; round++)); do
@@ -437,6 +442,6 @@ done
 echo
 rounds_note=""
 ((ROUNDS > 1)) && rounds_note=", median of $ROUNDS rounds"
-echo "## wsgate benchmark ($(date -u +%Y-%m-%dT%H:%MZ), $DUR per row$rounds_note, proxy on CPU $PROXY_CPU${PROXY_QUOTA:+ capped at $PROXY_QUOTA of it}, generator and backend on CPU $GEN_CPU)"
+echo "## wsgate benchmark ($(date -u +%Y-%m-%dT%H:%MZ), $DUR per row after a $WARMUP warm-up$rounds_note, proxy on CPU $PROXY_CPU${PROXY_QUOTA:+ capped at $PROXY_QUOTA of it}, generator and backend on CPU $GEN_CPU)"
 echo
 "$BIN/report" -ref "$REF" -targets "$TARGETS" -proxy-cpu "$PROXY_CPU" <"$W/results.jsonl"

@@ -26,6 +26,8 @@ type run struct {
 	P99        float64   `json:"p99_us"`
 	P999       float64   `json:"p999_us"`
 	Behind     float64   `json:"behind_schedule"`
+	Warmup     float64   `json:"warmup_s"`
+	WarmupP99  float64   `json:"warmup_p99_us"`
 	Sent       float64   `json:"sent"`
 	HSPerSec   float64   `json:"handshakes_per_s"`
 	BytesPer   float64   `json:"bytes_per_conn"`
@@ -82,10 +84,18 @@ var (
 	mConns  = metric{"conns", func(r *run) float64 { return r.Conns }, ""}
 	mAlive  = metric{"sample alive", func(r *run) float64 { return r.AliveOK }, ""}
 	mBehind = metric{"sends behind", func(r *run) float64 { return r.Behind }, ""}
-	mTCPU   = metric{"target CPU (cores)", func(r *run) float64 { return r.TargetCPU }, ""}
-	mGCPU   = metric{"generator CPU (cores)", func(r *run) float64 { return r.GenCPU }, ""}
-	mErr    = metric{"errors", func(r *run) float64 { return r.Errors }, ""}
-	mOther  = metric{"other load on proxy core", otherLoad, ""}
+	// The warm-up's p99 (wsload -warmup): the first messages of new connections, which the
+	// other latency figures leave out.
+	mWarm = metric{"p99 µs, warm-up", func(r *run) float64 {
+		if r.Warmup <= 0 {
+			return -1
+		}
+		return r.WarmupP99
+	}, ""}
+	mTCPU  = metric{"target CPU (cores)", func(r *run) float64 { return r.TargetCPU }, ""}
+	mGCPU  = metric{"generator CPU (cores)", func(r *run) float64 { return r.GenCPU }, ""}
+	mErr   = metric{"errors", func(r *run) float64 { return r.Errors }, ""}
+	mOther = metric{"other load on proxy core", otherLoad, ""}
 	// Per target core: the figure divided by the CPU the target used, which stays meaningful
 	// when other processes take part of the target's core.
 	mMsgsPC = metric{"msgs/s per target core", perCore(func(r *run) float64 { return r.MsgsPerSec }), ""}
@@ -100,13 +110,13 @@ var rows = []struct {
 }{
 	{"tp64", "throughput 64 B × 100 conns × window 8", []metric{mMsgs, mMsgsPC, mP50, mP99, mP999, mTCPU, mGCPU, mOther, mErr}},
 	{"tp64k", "throughput 64 KiB × 10 conns × window 4", []metric{mMB, mMBPC, mMsgs, mP50, mP99, mP999, mTCPU, mGCPU, mOther, mErr}},
-	{"rate", "rate 20,000 msg/s × 128 B over 1,000 conns", []metric{mP50, mP99, mP999, mBehind, mTCPU, mGCPU, mOther, mErr}},
-	{"ratemany", "rate 1 msg/s per conn × 128 B over many conns", []metric{mConns, mP50, mP99, mP999, mBehind, mTCPU, mGCPU, mOther, mErr}},
+	{"rate", "rate 20,000 msg/s × 128 B over 1,000 conns", []metric{mP50, mP99, mP999, mWarm, mBehind, mTCPU, mGCPU, mOther, mErr}},
+	{"ratemany", "rate 1 msg/s per conn × 128 B over many conns", []metric{mConns, mP50, mP99, mP999, mWarm, mBehind, mTCPU, mGCPU, mOther, mErr}},
 	{"idle", "idle ws://", []metric{mBytes, mOpen, mAlive, mErr}},
 	{"idlewss", "idle wss://", []metric{mBytes, mOpen, mAlive, mErr}},
 	{"hswss", "wss handshakes × 32 workers", []metric{mHS, mHSPC, mP50, mP99, mP999, mTCPU, mGCPU, mOther, mErr}},
 	{"tpwss", "wss throughput 64 B × 100 conns × window 8", []metric{mMsgs, mMsgsPC, mP50, mP99, mP999, mTCPU, mGCPU, mOther, mErr}},
-	{"ratewss", "wss rate 20,000 msg/s × 128 B over 1,000 conns", []metric{mP50, mP99, mP999, mBehind, mTCPU, mGCPU, mOther, mErr}},
+	{"ratewss", "wss rate 20,000 msg/s × 128 B over 1,000 conns", []metric{mP50, mP99, mP999, mWarm, mBehind, mTCPU, mGCPU, mOther, mErr}},
 }
 
 func main() {
@@ -254,7 +264,7 @@ func spread(m metric, rs []*run) (lo, hi float64) {
 
 func cell(m metric, rs, ref []*run, isRef bool) string {
 	v := value(m, rs)
-	if v < 0 && (m.name == mTCPU.name || m.name == mOther.name || strings.HasSuffix(m.name, "per target core")) {
+	if v < 0 && (m.name == mTCPU.name || m.name == mOther.name || m.name == mWarm.name || strings.HasSuffix(m.name, "per target core")) {
 		return "n/a"
 	}
 	s := format(v)

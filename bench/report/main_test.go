@@ -70,3 +70,17 @@ func TestRenderOneRound(t *testing.T) {
 		t.Errorf("one round shows a range or medians:\n%s", out)
 	}
 }
+
+// TestRenderWarmup: the rate row shows the warm-up's p99 apart, and n/a for a run without a
+// warm-up (older results, or WARMUP=0).
+func TestRenderWarmup(t *testing.T) {
+	out := renderString(t, `{"label":"rate wsgate","p99_us":3000,"warmup_s":2,"warmup_p99_us":40000,"target_cpu":0.6,"errors":0}
+{"label":"rate nginx","p99_us":2000,"warmup_s":2,"warmup_p99_us":20000,"target_cpu":0.5,"errors":0}
+{"label":"rate haproxy","p99_us":2500,"target_cpu":0.5,"errors":0}`, "wsgate nginx haproxy")
+	if got, want := row(t, out, "p99 µs"), "|  | p99 µs | 3,000 (1.50×) | 2,000 | 2,500 (1.25×) |"; got != want {
+		t.Errorf("got %s\nwant %s", got, want)
+	}
+	if got, want := row(t, out, "p99 µs, warm-up"), "|  | p99 µs, warm-up | 40,000 (2.00×) | 20,000 | n/a |"; got != want {
+		t.Errorf("got %s\nwant %s", got, want)
+	}
+}

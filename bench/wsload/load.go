@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -17,7 +18,8 @@ type loadConn struct {
 	sent   atomic.Uint64 // messages written
 	unique atomic.Uint64 // distinct echoes received
 	chk    seqChecker    // reader-owned
-	rtt    hist          // reader-owned
+	rtt    hist          // reader-owned: messages sent after the warm-up
+	warm   *hist         // reader-owned: messages sent during the warm-up (nil without one)
 	lag    hist          // writer-owned (rate mode: actual - scheduled send time)
 	behind uint64        // writer-owned (rate mode)
 	bad    uint64        // reader-owned: wrong length or opcode
@@ -28,8 +30,11 @@ type loadConn struct {
 }
 
 // readLoop reads lc's echoes until an error, recording round trips on the messages' clock
-// (time since epoch), and hands freed window slots back to the writer through tokens.
-func (lc *loadConn) readLoop(epoch time.Time, tokens chan struct{}, stopping *atomic.Bool) {
+// (time since epoch), and hands freed window slots back to the writer through tokens. The
+// round trip of a message stamped before measureFrom (on the messages' clock) goes to the
+// warm-up histogram; measureFrom is read atomically as nanoseconds, since it is only known
+// once the connections are open.
+func (lc *loadConn) readLoop(epoch time.Time, tokens chan struct{}, stopping *atomic.Bool, measureFrom *atomic.Int64) {
 	defer lc.dead.Store(true)
 	pending := 0
 	for {
@@ -51,7 +56,13 @@ func (lc *loadConn) readLoop(epoch time.Time, tokens chan struct{}, stopping *at
 		before := lc.chk.unique
 		lc.chk.see(seq)
 		if lc.chk.unique != before {
-			lc.rtt.record(now - ts)
+			if int64(ts) < measureFrom.Load() {
+				if lc.warm != nil {
+					lc.warm.record(now - ts)
+				}
+			} else {
+				lc.rtt.record(now - ts)
+			}
 			lc.unique.Store(lc.chk.unique)
 			pending++
 		}
@@ -120,7 +131,7 @@ func (lc *loadConn) windowWriteLoop(epoch time.Time, tokens chan struct{}, stop 
 // each with its scheduled send time (on the messages' clock: shift + the time since base). A message whose actual send is later than scheduled still
 // carries the scheduled time, so the queueing delay is part of its measured latency (no
 // coordinated omission). Messages due together are written in one batch.
-func (lc *loadConn) scheduledWriteLoop(base time.Time, shift, offset, interval, end, lagLimit time.Duration) {
+func (lc *loadConn) scheduledWriteLoop(base time.Time, shift, offset, interval, warmup, end, lagLimit time.Duration) {
 	payload := make([]byte, lc.size)
 	for i := msgHeader; i < len(payload); i++ {
 		payload[i] = byte(i)
@@ -140,10 +151,12 @@ func (lc *loadConn) scheduledWriteLoop(base time.Time, shift, offset, interval, 
 		c.wmu.Lock()
 		b := c.wbuf[:0]
 		for next <= now && next < end {
-			late := now - next
-			lc.lag.record(late)
-			if late > lagLimit {
-				lc.behind++
+			if next >= warmup {
+				late := now - next
+				lc.lag.record(late)
+				if late > lagLimit {
+					lc.behind++
+				}
 			}
 			putHeader(payload, seq, shift+next)
 			seq++
@@ -233,10 +246,18 @@ func runLoad(o *options) (*result, error) {
 	}
 	epoch := time.Now()
 	var stopping atomic.Bool
+	var measureFrom atomic.Int64 // on the messages' clock; nothing counts as measured until set
+	measureFrom.Store(math.MaxInt64)
 	var readers sync.WaitGroup
 	opened := make([]*loadConn, o.conns)
 	conns, failed, firstErr := dialAll(dc, o.conns, o.dialPar, o.perIP, func(i int, c *conn) {
 		lc := &loadConn{c: c, size: o.size}
+		lc.rtt.prefault()
+		lc.lag.prefault()
+		if o.warmup > 0 {
+			lc.warm = new(hist)
+			lc.warm.prefault()
+		}
 		if !rateMode {
 			lc.tokens = make(chan struct{}, o.window)
 			for j := 0; j < o.window; j++ {
@@ -247,7 +268,7 @@ func runLoad(o *options) (*result, error) {
 		readers.Add(1)
 		go func() {
 			defer readers.Done()
-			lc.readLoop(epoch, lc.tokens, &stopping)
+			lc.readLoop(epoch, lc.tokens, &stopping, &measureFrom)
 		}()
 	})
 	res := &result{Mode: o.mode, URL: o.url, Conns: o.conns, Size: o.size, ConnErrors: failed}
@@ -281,9 +302,10 @@ func runLoad(o *options) (*result, error) {
 		res.Window = o.window
 	}
 
-	meter := startCPU(o.pids)
 	base := time.Now()
 	shift := base.Sub(epoch) // base on the messages' clock
+	measureFrom.Store(int64(shift + o.warmup))
+	end := o.warmup + o.duration // on the writers' clock (time since base)
 	stop := make(chan struct{})
 	var writers sync.WaitGroup
 	for i, lc := range lcs {
@@ -292,7 +314,7 @@ func runLoad(o *options) (*result, error) {
 			offset := interval * time.Duration(i) / time.Duration(len(lcs))
 			go func() {
 				defer writers.Done()
-				lc.scheduledWriteLoop(base, shift, offset, interval, o.duration, o.lagLimit)
+				lc.scheduledWriteLoop(base, shift, offset, interval, o.warmup, end, o.lagLimit)
 			}()
 		} else {
 			go func() {
@@ -301,13 +323,22 @@ func runLoad(o *options) (*result, error) {
 			}()
 		}
 	}
-	// Run for the duration, then snapshot the echo count (the throughput figure).
-	time.Sleep(o.duration - time.Since(base))
-	wall := time.Since(base)
-	var recvAtStop uint64
-	for _, lc := range lcs {
-		recvAtStop += lc.unique.Load()
+	// Warm up, then run for the duration; the echo and send counts at both ends of the
+	// measured part give the throughput figures.
+	counts := func() (recv, sent uint64) {
+		for _, lc := range lcs {
+			recv += lc.unique.Load()
+			sent += lc.sent.Load()
+		}
+		return recv, sent
 	}
+	time.Sleep(o.warmup - time.Since(base))
+	recvAtStart, sentAtStart := counts()
+	meter := startCPU(o.pids)
+	measured := time.Now()
+	time.Sleep(end - time.Since(base))
+	wall := time.Since(measured)
+	recvAtStop, sentAtStop := counts()
 	close(stop)
 	writers.Wait()
 	selfCPU, tgtCPU := meter.stop()
@@ -334,7 +365,7 @@ func runLoad(o *options) (*result, error) {
 	}
 	readers.Wait()
 
-	var h, lag hist
+	var h, warm, lag hist
 	for _, lc := range lcs {
 		sent := lc.sent.Load()
 		res.Sent += sent
@@ -344,6 +375,9 @@ func runLoad(o *options) (*result, error) {
 		res.Corrupt += lc.bad
 		res.Behind += lc.behind
 		h.merge(&lc.rtt)
+		if lc.warm != nil {
+			warm.merge(lc.warm)
+		}
 		lag.merge(&lc.lag)
 		if lc.werr != nil || lc.rerr != nil {
 			err := lc.werr
@@ -357,14 +391,20 @@ func runLoad(o *options) (*result, error) {
 		}
 	}
 	res.Duration = wall.Seconds()
-	res.Msgs = recvAtStop
-	res.MsgsPerSec = float64(recvAtStop) / wall.Seconds()
+	res.Msgs = recvAtStop - recvAtStart
+	res.MsgsPerSec = float64(res.Msgs) / wall.Seconds()
 	res.MBPerSec = res.MsgsPerSec * float64(o.size) / 1e6
 	res.setLatency(&h)
+	if o.warmup > 0 {
+		res.Warmup = o.warmup.Seconds()
+		res.WarmupMsgs = warm.n
+		res.WarmupP99 = us(warm.quantile(0.99))
+		res.WarmupMax = us(warm.max)
+	}
 	if rateMode {
 		res.LagP99 = us(lag.quantile(0.99))
 		res.LagMax = us(lag.max)
-		res.AchievedRate = float64(res.Sent) / wall.Seconds()
+		res.AchievedRate = float64(sentAtStop-sentAtStart) / wall.Seconds()
 	}
 	res.GenCPU = selfCPU
 	res.TargetCPU = tgtCPU

@@ -17,6 +17,7 @@ import (
 	"net/url"
 	"os"
 	"runtime/pprof"
+	"runtime/trace"
 	"strings"
 	"time"
 )
@@ -40,6 +41,7 @@ type options struct {
 	perIP      int
 	srcBase    string
 	lagLimit   time.Duration
+	warmup     time.Duration
 	drain      time.Duration
 	timeout    time.Duration
 	dialPar    int
@@ -130,6 +132,13 @@ type result struct {
 	Max  float64 `json:"max_us"`
 	Mean float64 `json:"mean_us"`
 
+	// Warm-up (throughput, rate): messages sent during it are echoed and checked like all
+	// others, but their round trips are kept apart and the run's figures exclude them.
+	Warmup     float64 `json:"warmup_s,omitempty"`
+	WarmupMsgs uint64  `json:"warmup_msgs,omitempty"`
+	WarmupP99  float64 `json:"warmup_p99_us,omitempty"`
+	WarmupMax  float64 `json:"warmup_max_us,omitempty"`
+
 	Behind uint64  `json:"behind_schedule,omitempty"`
 	LagP99 float64 `json:"send_lag_p99_us,omitempty"`
 	LagMax float64 `json:"send_lag_max_us,omitempty"`
@@ -195,6 +204,10 @@ func (r *result) print(w *os.File) {
 		p("  liveness: %d/%d sampled connections echoed", r.AliveOK, r.AliveChecked)
 	}
 	p("  latency µs: p50 %.1f  p99 %.1f  p99.9 %.1f  max %.1f  mean %.1f", r.P50, r.P99, r.P999, r.Max, r.Mean)
+	if r.Warmup > 0 {
+		p("  warm-up %.1fs before that (not in the figures above): %d round trips, p99 %.1f µs, max %.1f µs",
+			r.Warmup, r.WarmupMsgs, r.WarmupP99, r.WarmupMax)
+	}
 	p("  errors: %d (lost %d, duplicated %d, reordered %d, corrupt %d, connection %d)",
 		r.Errors, r.Lost, r.Dup, r.Reordered, r.Corrupt, r.ConnErrors)
 	if r.FirstError != "" {
@@ -232,13 +245,25 @@ func main() {
 	flag.IntVar(&o.perIP, "per-ip", 20000, "connections per source address (0 = let the kernel choose)")
 	flag.StringVar(&o.srcBase, "src", "127.0.0.2", "first source address; later ones count up from it")
 	flag.DurationVar(&o.lagLimit, "lag", time.Millisecond, "rate: a send later than this past its schedule counts as behind")
+	flag.DurationVar(&o.warmup, "warmup", 0, "throughput, rate: send for this long before the measured -d, keeping its round trips out of the figures (reported apart)")
 	flag.DurationVar(&o.drain, "drain", 3*time.Second, "how long to wait for in-flight echoes after the run")
 	flag.DurationVar(&o.timeout, "timeout", 10*time.Second, "connect + handshake timeout")
 	flag.IntVar(&o.dialPar, "dial-par", 64, "concurrent dials while opening connections")
 	flag.StringVar(&o.label, "label", "", "free text copied into the JSON output")
 	cpuProfile := flag.String("cpuprofile", "", "write the generator's CPU profile to this file")
+	traceFile := flag.String("trace", "", "write the generator's execution trace (go tool trace) to this file")
 	flag.Parse()
 	var err error
+	if *traceFile != "" {
+		f, err := os.Create(*traceFile)
+		if err != nil {
+			fatal(err)
+		}
+		if err := trace.Start(f); err != nil {
+			fatal(err)
+		}
+		defer trace.Stop()
+	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
 		if err != nil {
@@ -275,6 +300,7 @@ func main() {
 	}
 	if err != nil {
 		pprof.StopCPUProfile()
+		trace.Stop()
 		fatal(err)
 	}
 }
