@@ -12,6 +12,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"math"
 	"net"
 	"net/url"
@@ -254,26 +255,10 @@ func main() {
 	traceFile := flag.String("trace", "", "write the generator's execution trace (go tool trace) to this file")
 	flag.Parse()
 	var err error
-	if *traceFile != "" {
-		f, err := os.Create(*traceFile)
-		if err != nil {
-			fatal(err)
-		}
-		if err := trace.Start(f); err != nil {
-			fatal(err)
-		}
-		defer trace.Stop()
-	}
-	if *cpuProfile != "" {
-		f, err := os.Create(*cpuProfile)
-		if err != nil {
-			fatal(err)
-		}
-		if err := pprof.StartCPUProfile(f); err != nil {
-			fatal(err)
-		}
-		defer pprof.StopCPUProfile()
-	}
+	record(*traceFile, trace.Start)
+	defer trace.Stop()
+	record(*cpuProfile, pprof.StartCPUProfile)
+	defer pprof.StopCPUProfile()
 	if o.pids, err = parsePids(pids); err != nil {
 		fatal(err)
 	}
@@ -301,6 +286,21 @@ func main() {
 	if err != nil {
 		pprof.StopCPUProfile()
 		trace.Stop()
+		fatal(err)
+	}
+}
+
+// record starts writing a profile or trace (start) to the file at path, if path is set. The
+// caller stops it; stopping one that never started does nothing.
+func record(path string, start func(io.Writer) error) {
+	if path == "" {
+		return
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		fatal(err)
+	}
+	if err := start(f); err != nil {
 		fatal(err)
 	}
 }
