@@ -35,6 +35,8 @@ import (
 	"time"
 
 	gorilla "github.com/gorilla/websocket"
+
+	"github.com/wsgate/wsgate/gateway"
 )
 
 type gwStats struct {
@@ -278,6 +280,11 @@ route "/echo" { backend = "ws://%s/" }
 		time.Sleep(200 * time.Millisecond)
 	}
 	time.Sleep(time.Second)
+	// Connection workers that served the churn's handshakes wait gateway.ConnWorkerIdle for more
+	// before they end: give them that long to go.
+	for deadline := time.Now().Add(gateway.ConnWorkerIdle + 3*time.Second); stats(false).Goroutines > before.Goroutines+20 && time.Now().Before(deadline); {
+		time.Sleep(200 * time.Millisecond)
+	}
 	stats(true)
 	after := stats(true)
 

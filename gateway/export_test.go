@@ -18,3 +18,6 @@ func (g *Gateway) ConnWorkers(name string) func() (alive, free int) {
 	g.mu.Unlock()
 	return func() (int, int) { return int(l.workers.n.Load()), int(l.workers.free.Load()) }
 }
+
+// ConnWorkerIdle is the default time an idle connection worker waits before it ends.
+var ConnWorkerIdle = connWorkerIdle
