@@ -67,18 +67,55 @@ func (g *Gateway) connWorker(l *listener, c net.Conn) {
 	t := time.NewTimer(w.idle)
 	defer t.Stop()
 	for {
-		w.free.Add(1)
-		select {
-		case c := <-w.work:
-			w.free.Add(-1)
-			g.serveConn(l, c)
-			t.Reset(w.idle)
-		case <-t.C:
-			w.free.Add(-1)
-			return
-		case <-w.stop:
-			w.free.Add(-1)
+		var ok bool
+		if l.tls.Load() != nil {
+			c, ok = w.nextKeepingStack(t)
+		} else {
+			c, ok = w.next(t)
+		}
+		if !ok {
 			return
 		}
+		g.serveConn(l, c)
+		t.Reset(w.idle)
 	}
 }
+
+// next waits for a connection; false when the idle timer t fired or the listener closed.
+func (w *connWorkers) next(t *time.Timer) (net.Conn, bool) {
+	w.free.Add(1)
+	defer w.free.Add(-1)
+	select {
+	case c := <-w.work:
+		return c, true
+	case <-t.C:
+		return nil, false
+	case <-w.stop:
+		return nil, false
+	}
+}
+
+// stackKeep is the frame a TLS listener's waiting worker sits in. The collector halves a
+// goroutine's stack when less than a quarter of it is in use, and a worker waiting in a
+// shallow frame uses almost none: during a wss handshake storm (a collection every few
+// milliseconds) each worker's stack was shrunk between handshakes and grown again, copy by
+// copy, by the next one (runtime.morestack: 3% of the CPU). A waiting frame of 8 KiB keeps
+// stacks of up to 32 KiB, which a TLS handshake and the backend dial need. Plain listeners'
+// handshakes are shallow: their workers wait in next, so that they hold no more stack than
+// their connections grew (a kept frame there cost idle ws:// connections 60–95 bytes each in
+// bench/compare.sh, the workers' stacks at the time of the reading).
+const stackKeep = 8 << 10
+
+// nextKeepingStack is next, waited from inside a frame of stackKeep bytes.
+//
+//go:noinline
+func (w *connWorkers) nextKeepingStack(t *time.Timer) (net.Conn, bool) {
+	var keep [stackKeep]byte
+	holdStack(&keep)
+	return w.next(t)
+}
+
+// holdStack keeps its argument on the caller's stack (it does not escape) and in use.
+//
+//go:noinline
+func holdStack(*[stackKeep]byte) {}

@@ -2,8 +2,11 @@ package gateway_test
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/http"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -93,5 +96,44 @@ func TestConnWorkersBound(t *testing.T) {
 	}
 	if d := time.Since(start); d > 2*time.Second {
 		t.Fatalf("drain took %v", d)
+	}
+}
+
+// TestConnWorkersKeepStackOnTLS checks which wait a worker uses between connections: on a TLS
+// listener the one that keeps its stack through collections (nextKeepingStack: the handshake
+// would grow it again), on a plain listener the shallow one, which lets the collector shrink
+// it. The goroutine dump shows the frame the waiting worker is in.
+func TestConnWorkersKeepStackOnTLS(t *testing.T) {
+	for _, useTLS := range []bool{false, true} {
+		name := "ws"
+		if useTLS {
+			name = "wss"
+		}
+		t.Run(name, func(t *testing.T) {
+			defer gateway.SetConnWorkerLimits(8, time.Minute)()
+			b := newBackend(t)
+			listen := `listen "pub" { address = "127.0.0.1:0" }`
+			if useTLS {
+				cert, key := selfSigned(t)
+				listen = fmt.Sprintf("listen \"pub\" {\n  address = \"127.0.0.1:0\"\n  tls {\n    cert_file = %q\n    key_file  = %q\n  }\n}", cert, key)
+			}
+			g := startGateway(t, strings.Replace(baseConfig(b.addr(), "", ""), `listen "pub" { address = "127.0.0.1:0" }`, listen, 1))
+			workers := g.ConnWorkers("pub")
+			c := dialPark(t, g.Addr("pub").String(), useTLS)
+			if c.resp.StatusCode != http.StatusSwitchingProtocols {
+				t.Fatalf("status %d", c.resp.StatusCode)
+			}
+			b.next(t, "request")
+			c.conn.Close()
+			waitFor(t, "the worker to wait for the next connection", func() bool { _, free := workers(); return free == 1 })
+			buf := make([]byte, 1<<20)
+			dump := string(buf[:runtime.Stack(buf, true)])
+			if got := strings.Contains(dump, "(*connWorkers).nextKeepingStack"); got != useTLS {
+				t.Fatalf("a waiting worker in nextKeepingStack: %v, want %v", got, useTLS)
+			}
+			if !strings.Contains(dump, "(*connWorkers).next(") {
+				t.Fatal("no worker waiting in next")
+			}
+		})
 	}
 }
