@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"strings"
 	"testing"
 	"time"
 
@@ -35,19 +34,7 @@ func TestIdlePairsPark(t *testing.T) {
 func testIdlePairsPark(t *testing.T, useTLS bool) {
 	const n = 40
 	b := newBackend(t)
-	listen := `listen "pub" { address = "127.0.0.1:0" }`
-	if useTLS {
-		cert, key := selfSigned(t)
-		listen = fmt.Sprintf(`listen "pub" {
-  address = "127.0.0.1:0"
-  tls {
-    cert_file = %q
-    key_file  = %q
-  }
-}`, cert, key)
-	}
-	cfg := strings.Replace(baseConfig(b.addr(), "", ""), `listen "pub" { address = "127.0.0.1:0" }`, listen, 1)
-	g := startGateway(t, cfg)
+	g := startGateway(t, pubConfig(t, b.addr(), useTLS))
 	waitFor(t, "nothing parked before the test", func() bool { return proxy.Parked() == 0 })
 	base := runtime.NumGoroutine()
 
@@ -132,6 +119,17 @@ func testIdlePairsPark(t *testing.T, useTLS bool) {
 	}
 	<-done
 	waitFor(t, "parking lot empty", func() bool { return proxy.Parked() == 0 })
+}
+
+// pubConfig is baseConfig, with listener "pub" on TLS (a self-signed certificate, see
+// tlsFileConfig) when useTLS is set.
+func pubConfig(t *testing.T, backendAddr string, useTLS bool) string {
+	t.Helper()
+	if !useTLS {
+		return baseConfig(backendAddr, "", "")
+	}
+	cert, key := selfSigned(t)
+	return tlsFileConfig(backendAddr, cert, key, "")
 }
 
 // dialPark opens a raw client, over TLS (any certificate) when useTLS is set.

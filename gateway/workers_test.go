@@ -2,7 +2,6 @@ package gateway_test
 
 import (
 	"context"
-	"fmt"
 	"net"
 	"net/http"
 	"runtime"
@@ -112,12 +111,7 @@ func TestConnWorkersKeepStackOnTLS(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			defer gateway.SetConnWorkerLimits(8, time.Minute)()
 			b := newBackend(t)
-			listen := `listen "pub" { address = "127.0.0.1:0" }`
-			if useTLS {
-				cert, key := selfSigned(t)
-				listen = fmt.Sprintf("listen \"pub\" {\n  address = \"127.0.0.1:0\"\n  tls {\n    cert_file = %q\n    key_file  = %q\n  }\n}", cert, key)
-			}
-			g := startGateway(t, strings.Replace(baseConfig(b.addr(), "", ""), `listen "pub" { address = "127.0.0.1:0" }`, listen, 1))
+			g := startGateway(t, pubConfig(t, b.addr(), useTLS))
 			workers := g.ConnWorkers("pub")
 			c := dialPark(t, g.Addr("pub").String(), useTLS)
 			if c.resp.StatusCode != http.StatusSwitchingProtocols {
