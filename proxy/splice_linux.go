@@ -55,10 +55,11 @@ const (
 
 // splicer is one pipe and the RawConn callbacks that move a chunk through it.
 type splicer struct {
-	r, w     int // the pipe's read and write ends
-	held     int // bytes in the pipe
-	taken    int // drain: bytes read back from the pipe
-	want     int // fill: bytes still to take from the source
+	src      *side // fill: the side read from, seen as its bytes move (not idle to the sweep)
+	r, w     int   // the pipe's read and write ends
+	held     int   // bytes in the pipe
+	taken    int   // drain: bytes read back from the pipe
+	want     int   // fill: bytes still to take from the source
 	full     bool
 	err      error
 	hdr      []byte       // send: the header and buffered payload still to write
@@ -111,7 +112,7 @@ const fSetPipeSz = 1031
 // put returns sp to the pool, or closes its pipe if it still holds bytes (a chunk that
 // failed half way).
 func (sp *splicer) put() {
-	sp.hdr, sp.err = nil, nil
+	sp.hdr, sp.err, sp.src = nil, nil, nil
 	s := &splicers
 	if sp.held != 0 {
 		syscall.Close(sp.r)
@@ -179,6 +180,7 @@ func (sp *splicer) fill(fd uintptr) bool {
 			}
 			sp.held += n
 			sp.want -= n
+			sp.src.markSeen() // a slow sender's piece may take many sweeps to come in
 			again = false
 		case syscall.EINTR:
 		case syscall.EAGAIN:
@@ -261,11 +263,8 @@ func (p *Pair) spliceChunk(src, dst *side, sp *splicer, out *[bufSize]byte, oh w
 	defer sp.put()
 	k := src.br.Buffered()
 	io.ReadFull(src.br, out[wsframe.MaxHeaderSize:wsframe.MaxHeaderSize+k]) // buffered: cannot fail
-	sp.want, sp.full = int(oh.Length)-k, false
+	sp.want, sp.full, sp.src = int(oh.Length)-k, false, src
 	err := src.rawRead(sp.fillFn)
-	if sp.held > 0 {
-		src.markSeen()
-	}
 	if err == nil {
 		err = sp.err
 	}

@@ -41,7 +41,8 @@ func skipFrame(t *testing.T, c net.Conn) wsframe.Header {
 }
 
 // TestSweepLeavesBusySidesAlone: sides with data every 100 ms, in small frames (relayed from
-// the read callback) or inside one large frame streamed slowly (blocking reads), are never
+// the read callback) or inside one large frame streamed slowly either way (spliced, or read
+// with blocking reads where splice is not supported), are never
 // asked to park and never parked over 2.5 park periods; once the traffic stops, every side is
 // asked to park and parks 1 to 1.5 periods after its last data.
 func TestSweepLeavesBusySidesAlone(t *testing.T) {
@@ -60,14 +61,17 @@ func TestSweepLeavesBusySidesAlone(t *testing.T) {
 			<-tp.done
 		}
 	}()
-	// The last pair streams one large frame to the backend, 1,000 bytes per tick: it is
-	// larger than the read buffer, so the pump reads it with blocking reads.
+	// The last pair streams one large frame to the backend, 1,000 bytes per tick, and the one
+	// before it one to the client: each is larger than the read buffer, so the pump moves it
+	// through a pipe or with blocking reads.
 	const tick = 100 * time.Millisecond
 	rounds := int(5 * parkAfter / 2 / tick)
-	big := tps[pairs-1]
+	big, down := tps[pairs-1], tps[pairs-2]
 	bigPayload := bytes.Repeat([]byte("y"), 1000*rounds)
 	bigFrame := clientFrame(wsframe.OpBinary, bigPayload)
 	hdrLen := len(bigFrame) - len(bigPayload)
+	downFrame := wsframe.AppendFrame(nil, wsframe.Header{Fin: true, Opcode: wsframe.OpBinary}, bigPayload)
+	downHdrLen := len(downFrame) - len(bigPayload)
 
 	before := parkRequests()
 	var wg sync.WaitGroup
@@ -76,15 +80,20 @@ func TestSweepLeavesBusySidesAlone(t *testing.T) {
 			t.Errorf("large frame arrived with length %d", h.Length)
 		}
 	})
+	wg.Go(func() { // and the one to the client
+		if h := skipFrame(t, down.client); h.Length != int64(len(bigPayload)) {
+			t.Errorf("large frame to the client arrived with length %d", h.Length)
+		}
+	})
 	start := time.Now()
 	var lateRound time.Duration // the most a round started behind its schedule
 	for r := range rounds {
 		lateRound = max(lateRound, time.Since(start.Add(time.Duration(r)*tick)))
-		for _, tp := range tps[:pairs-1] {
+		for _, tp := range tps[:pairs-2] {
 			tp.client.Write(clientFrame(wsframe.OpBinary, []byte("ping")))
 			tp.backend.Write(wsframe.AppendFrame(nil, wsframe.Header{Fin: true, Opcode: wsframe.OpText}, []byte("pong")))
 		}
-		for _, tp := range tps[:pairs-1] {
+		for _, tp := range tps[:pairs-2] {
 			skipFrame(t, tp.backend)
 			skipFrame(t, tp.client)
 		}
@@ -95,6 +104,13 @@ func TestSweepLeavesBusySidesAlone(t *testing.T) {
 		big.client.Write(chunk)
 		big.backend.Write(wsframe.AppendFrame(nil, wsframe.Header{Fin: true, Opcode: wsframe.OpText}, []byte("pong")))
 		skipFrame(t, big.client)
+		chunk = downFrame[downHdrLen+1000*r : downHdrLen+1000*(r+1)]
+		if r == 0 {
+			chunk = downFrame[:downHdrLen+1000]
+		}
+		down.backend.Write(chunk)
+		down.client.Write(clientFrame(wsframe.OpBinary, []byte("ping")))
+		skipFrame(t, down.backend)
 		for i, tp := range tps {
 			if tp.p.client.parked.Load() || tp.p.backend.parked.Load() {
 				t.Fatalf("round %d: pair %d has a side parked while its data flows", r, i)
