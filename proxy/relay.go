@@ -712,11 +712,9 @@ func (p *Pair) relayFrames(src, dst *side, nb bool) relayResult {
 			p.active.Store(true) // a load first: no shared-cache-line write per frame
 		}
 		validate := p.opts.ValidateUTF8 && state.Opcode() == wsframe.OpText
-		// Unchecked payloads between plain sockets may go through a pipe (splice_linux.go)
-		// when a piece is large and mostly still in the socket: unmasked on both sides
-		// (backend to client), or masked on both (client to backend), where the piece keeps
-		// the client's masking key (see passKey).
-		canSplice := spliceSupported && !testNoSplice && !nb && !validate && h.Masked == dst.mask &&
+		// Payloads masked on neither side, unchecked, between plain sockets may go through a
+		// pipe (splice_linux.go) when a piece is large and mostly still in the socket.
+		canSplice := spliceSupported && !testNoSplice && !nb && !validate && !h.Masked && !dst.mask &&
 			src.w.raw != nil && dst.w.raw != nil && src.w.err == nil
 		// Move the payload in pieces of at most ChunkSize.
 		rem := h.Length
@@ -734,9 +732,6 @@ func (p *Pair) relayFrames(src, dst *side, nb bool) relayResult {
 			if canSplice && n-src.br.Buffered() >= spliceMin {
 				if sp := getSplicer(); sp != nil {
 					flush()
-					if dst.mask {
-						oh.Mask = passKey(h.Mask, pos)
-					}
 					if !p.spliceChunk(src, dst, sp, out, oh) {
 						release()
 						return relayStop
@@ -880,16 +875,6 @@ func rotate(key [4]byte, pos int) [4]byte {
 	s := pos & 3
 	return [4]byte{key[s], key[(s+1)&3], key[(s+2)&3], key[(s+3)&3]}
 }
-
-// passKey is the masking key of a spliced piece of a client's frame that starts pos bytes into
-// its payload: the client's own key, turned to that offset, so that the masked bytes go to the
-// backend unchanged and the kernel moves them without the relay reading them. RFC 6455 section
-// 5.3 asks a client for a key that the application providing the data cannot predict (section
-// 10.3: so that a script cannot choose the bytes an intermediary sees); a piece relayed with the
-// client's key shows the backend's path exactly the bytes the client's path carried, as a
-// proxy that tunnels bytes (nginx, HAProxy, Caddy) shows it every frame. Smaller frames, text
-// that is checked as UTF-8, and pieces that are mostly buffered already get a fresh key.
-func passKey(key [4]byte, pos int) [4]byte { return rotate(key, pos) }
 
 // putKey fills a fresh masking key (RFC 6455 section 5.3: unpredictable per frame). The
 // runtime's per-thread ChaCha8 generator behind math/rand/v2 is seeded from the OS and costs

@@ -12,19 +12,16 @@ import (
 	"github.com/wsgate/wsgate/wsframe"
 )
 
-// Large payloads go socket to socket with splice(2). Backend to client neither side masks
-// them (RFC 6455: only clients mask); client to backend both do, and a spliced piece keeps the
-// client's masking key (passKey in relay.go), so its masked bytes are the same on both
-// connections. Either way the relay need not see the bytes: the kernel moves the source
-// socket's pages into a pipe and from the pipe into the destination socket, and the two
-// copies through a user-space buffer (a third of the CPU of a 64 KiB relay) are gone, and
-// client to backend the unmask and re-mask pass too.
+// Large backend-to-client payloads go socket to socket with splice(2). Neither side masks
+// them (RFC 6455: only clients mask), so the relay need not see the bytes: the kernel moves
+// the backend socket's pages into a pipe and from the pipe into the client socket, and the
+// two copies through a user-space buffer (a third of the CPU of a 64 KiB relay) are gone.
 //
-// A chunk moves in two steps, so that the destination's write lock is never held while
-// waiting for the source: first the payload is spliced from the source into the pipe, waiting
-// as a buffered read would; then, under the write lock, the header (and any payload bytes the
-// read buffer already held) is sent with MSG_MORE and the pipe is spliced into the
-// destination. A pipe slot holds one packet's piece, so a peer that writes in many small packets
+// A chunk moves in two steps, so that the client's write lock is never held while waiting for
+// the backend: first the payload is spliced from the backend into the pipe, waiting for the
+// backend as a buffered read would; then, under the write lock, the header (and any payload
+// bytes the read buffer already held) is sent with MSG_MORE and the pipe is spliced into the
+// client. A pipe slot holds one packet's piece, so a backend that writes in many small packets
 // can fill the pipe's slots before the chunk is in: the chunk then takes the buffered path
 // (the pipe is read back), and the frames leave the same as without splicing either way.
 //

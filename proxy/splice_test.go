@@ -5,7 +5,6 @@ package proxy
 import (
 	"bufio"
 	"bytes"
-	"encoding/binary"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -37,18 +36,15 @@ func tcpTestPair(t *testing.T, opts Options) (client, backend *net.TCPConn, done
 	return ct, bt, done
 }
 
-// message is one data message as a peer sends or receives it, with its frames' lengths and,
-// for masked frames, their masking keys.
+// message is one data message as a peer sends or receives it, with its frames' lengths.
 type message struct {
 	op     wsframe.Opcode
 	data   []byte
 	frames []int64
-	keys   [][4]byte
 }
 
-// readMessages reads n data messages from br, answering nothing. masked says which frames the
-// gateway must send on this connection: masked ones to a backend, unmasked ones to a client.
-func readMessages(c net.Conn, br *bufio.Reader, n int, masked bool) ([]message, error) {
+// readMessages reads n data messages from br (server frames: unmasked), answering nothing.
+func readMessages(c net.Conn, br *bufio.Reader, n int) ([]message, error) {
 	var out []message
 	var cur *message
 	for len(out) < n {
@@ -56,8 +52,8 @@ func readMessages(c net.Conn, br *bufio.Reader, n int, masked bool) ([]message, 
 		if err != nil {
 			return out, err
 		}
-		if h.Masked != masked {
-			return out, fmt.Errorf("frame with masked=%v from the gateway, want %v", h.Masked, masked)
+		if h.Masked {
+			return out, fmt.Errorf("masked frame from the gateway to the client")
 		}
 		if h.Opcode.IsControl() {
 			continue
@@ -67,7 +63,6 @@ func readMessages(c net.Conn, br *bufio.Reader, n int, masked bool) ([]message, 
 		}
 		cur.data = append(cur.data, p...)
 		cur.frames = append(cur.frames, h.Length)
-		cur.keys = append(cur.keys, h.Mask)
 		if h.Fin {
 			out = append(out, *cur)
 			cur = nil
@@ -76,125 +71,93 @@ func readMessages(c net.Conn, br *bufio.Reader, n int, masked bool) ([]message, 
 	return out, nil
 }
 
-// TestSpliceRelaysFrames sends large and small messages through the relay, backend to client
-// and client to backend, and checks every byte, opcode and message boundary, and that the
-// fragments are the buffered path's (ChunkSize pieces) however the bytes moved. Large binary
-// payloads go through a pipe; text with validate_utf8 and small frames do not. A peer writing
-// in many small packets (random pieces) fills a pipe's slots before a chunk is in, and so does
-// a one-page pipe: those chunks fall back to the buffered path, and the frames are still the
-// same.
-//
-// Client to backend, a spliced piece goes out with the client's own masking key (passKey), and
-// so does one that fell back after its pipe filled; every other frame gets a fresh key. So a
-// large piece with a fresh key is one that was not spliced, and a small or text frame with the
-// client's key is a fault (a fresh key equals it once in 2^32).
-func TestSpliceRelaysFrames(t *testing.T) {
+// TestSpliceRelaysBackendFrames sends the client large and small backend messages through the
+// relay and checks every byte, opcode and message boundary, and that the fragments are the
+// buffered path's (ChunkSize pieces) however the bytes moved. Large binary payloads go through
+// a pipe; text with validate_utf8 and small frames do not. A backend writing in many small
+// packets (random pieces) fills a pipe's slots before a chunk is in, and so does a one-page
+// pipe: those chunks fall back to the buffered path, and the frames are still the same.
+func TestSpliceRelaysBackendFrames(t *testing.T) {
 	defer goleak.VerifyNone(t)
 	sizes := []int{100, 20 << 10, ChunkSize, ChunkSize + 1, 200 << 10, 17 << 10}
-	for _, up := range []bool{false, true} {
-		dir := "backend to client"
-		if up {
-			dir = "client to backend"
-		}
-		for _, tc := range []struct {
-			name     string
-			pipe     int
-			noSplice bool
-			pieces   bool // the sender writes in random small pieces with pauses
-			want     string
-		}{
-			{"buffered", 256 << 10, true, true, "none"},
-			{"spliced", 256 << 10, false, false, "spliced"},
-			{"small packets", 256 << 10, false, true, "any"},
-			{"one-page pipe", 4096, false, true, "fallbacks"},
-		} {
-			t.Run(dir+"/"+tc.name, func(t *testing.T) {
-				pipeSize, testNoSplice = tc.pipe, tc.noSplice
-				trimSplicersNow() // new pipes get this test's size
-				defer func() { pipeSize, testNoSplice = 256<<10, false; trimSplicersNow() }()
-				spliced := spliceCounter(t)
-				client, backend, done := tcpTestPair(t, Options{ValidateUTF8: true, WriteTimeout: 5 * time.Second, CloseTimeout: time.Second})
-				defer func() { client.Close(); backend.Close(); <-done }()
-				from, to := backend, client
-				if up {
-					from, to = client, backend
-				}
+	for _, tc := range []struct {
+		name     string
+		pipe     int
+		noSplice bool
+		pieces   bool // the backend writes in random small pieces with pauses
+		want     string
+	}{
+		{"buffered", 256 << 10, true, true, "none"},
+		{"spliced", 256 << 10, false, false, "spliced"},
+		{"small packets", 256 << 10, false, true, "any"},
+		{"one-page pipe", 4096, false, true, "fallbacks"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pipeSize, testNoSplice = tc.pipe, tc.noSplice
+			trimSplicersNow() // new pipes get this test's size
+			defer func() { pipeSize, testNoSplice = 256<<10, false; trimSplicersNow() }()
+			spliced := spliceCounter(t)
+			client, backend, done := tcpTestPair(t, Options{ValidateUTF8: true, WriteTimeout: 5 * time.Second, CloseTimeout: time.Second})
+			defer func() { client.Close(); backend.Close(); <-done }()
 
-				rng := rand.New(rand.NewPCG(1, 2))
-				var sent []message
-				var frames [][]byte
-				for i, size := range sizes {
-					m := message{op: wsframe.OpBinary, data: make([]byte, size)}
-					if i == len(sizes)-1 {
-						m.op = wsframe.OpText // checked as UTF-8, so never spliced
-					}
-					for j := range m.data {
-						m.data[j] = 'a' + byte(rng.IntN(26))
-					}
-					h := wsframe.Header{Fin: true, Opcode: m.op, Masked: up}
-					if up {
-						binary.LittleEndian.PutUint32(h.Mask[:], rng.Uint32())
-						m.keys = [][4]byte{h.Mask}
-					}
-					sent = append(sent, m)
-					frames = append(frames, wsframe.AppendFrame(nil, h, m.data))
+			rng := rand.New(rand.NewPCG(1, 2))
+			var sent []message
+			var stream []byte
+			for i, size := range sizes {
+				m := message{op: wsframe.OpBinary, data: make([]byte, size)}
+				if i == len(sizes)-1 {
+					m.op = wsframe.OpText // checked as UTF-8, so never spliced
 				}
-				writeErr := make(chan error, 1)
-				go func() {
-					if tc.pieces {
-						writeErr <- writeSplit(from, bytes.Join(frames, nil), 7)
+				for j := range m.data {
+					m.data[j] = 'a' + byte(rng.IntN(26))
+				}
+				sent = append(sent, m)
+				stream = wsframe.AppendFrame(stream, wsframe.Header{Fin: true, Opcode: m.op}, m.data)
+			}
+			writeErr := make(chan error, 1)
+			go func() {
+				if tc.pieces {
+					writeErr <- writeSplit(backend, stream, 7)
+					return
+				}
+				for _, m := range sent { // a frame per write
+					if _, err := backend.Write(wsframe.AppendFrame(nil, wsframe.Header{Fin: true, Opcode: m.op}, m.data)); err != nil {
+						writeErr <- err
 						return
 					}
-					for _, f := range frames { // a frame per write
-						if _, err := from.Write(f); err != nil {
-							writeErr <- err
-							return
-						}
-					}
-					writeErr <- nil
-				}()
+				}
+				writeErr <- nil
+			}()
 
-				got, err := readMessages(to, bufio.NewReader(to), len(sent), up)
-				if err != nil {
-					t.Fatalf("after %d messages: %v", len(got), err)
+			got, err := readMessages(client, bufio.NewReader(client), len(sent))
+			if err != nil {
+				t.Fatalf("after %d messages: %v", len(got), err)
+			}
+			if err := <-writeErr; err != nil {
+				t.Fatal(err)
+			}
+			for i, m := range got {
+				if m.op != sent[i].op || !bytes.Equal(m.data, sent[i].data) {
+					t.Fatalf("message %d (%d bytes) changed in transit: opcode %v, %d bytes", i, len(sent[i].data), m.op, len(m.data))
 				}
-				if err := <-writeErr; err != nil {
-					t.Fatal(err)
-				}
-				passed := 0 // pieces that kept the client's key
-				for i, m := range got {
-					if m.op != sent[i].op || !bytes.Equal(m.data, sent[i].data) {
-						t.Fatalf("message %d (%d bytes) changed in transit: opcode %v, %d bytes", i, len(sent[i].data), m.op, len(m.data))
-					}
-					for j, n := range m.frames {
-						if want := min(int64(len(m.data)-j*ChunkSize), ChunkSize); n != want {
-							t.Fatalf("message %d of %d bytes came in fragments %v, want ChunkSize pieces", i, len(m.data), m.frames)
-						}
-						if !up || m.keys[j] != passKey(sent[i].keys[0], j*ChunkSize) {
-							continue
-						}
-						passed++
-						if tc.noSplice || n < spliceMin || m.op == wsframe.OpText {
-							t.Fatalf("message %d (%d bytes, %v) piece %d kept the client's masking key, but it cannot have been spliced", i, len(m.data), m.op, j)
-						}
+				for j, n := range m.frames {
+					if want := min(int64(len(m.data)-j*ChunkSize), ChunkSize); n != want {
+						t.Fatalf("message %d of %d bytes came in fragments %v, want ChunkSize pieces", i, len(m.data), m.frames)
 					}
 				}
-				n, fb := spliced.bytes.Load(), spliced.fallbacks.Load()
-				t.Logf("%d payload bytes spliced, %d chunks fell back, %d pieces kept the client's key", n, fb, passed)
-				switch {
-				case tc.want == "none" && n+fb != 0:
-					t.Fatalf("splicing off, but %d bytes spliced and %d fallbacks", n, fb)
-				case tc.want == "spliced" && (n < 200<<10 || fb != 0):
-					// Up to 16 KiB of each chunk was in the read buffer already (not spliced).
-					t.Fatalf("%d bytes spliced and %d fallbacks; want most of the 348 KiB of large binary payload spliced", n, fb)
-				case tc.want == "fallbacks" && fb == 0:
-					t.Fatal("a one-page pipe never filled")
-				}
-				if up && passed == 0 && n+fb > 0 {
-					t.Fatalf("%d bytes spliced and %d fallbacks, but every piece got a fresh key", n, fb)
-				}
-			})
-		}
+			}
+			n, fb := spliced.bytes.Load(), spliced.fallbacks.Load()
+			t.Logf("%d payload bytes spliced, %d chunks fell back", n, fb)
+			switch {
+			case tc.want == "none" && n+fb != 0:
+				t.Fatalf("splicing off, but %d bytes spliced and %d fallbacks", n, fb)
+			case tc.want == "spliced" && (n < 200<<10 || fb != 0):
+				// Up to 16 KiB of each chunk was in the read buffer already (not spliced).
+				t.Fatalf("%d bytes spliced and %d fallbacks; want most of the 348 KiB of large binary payload spliced", n, fb)
+			case tc.want == "fallbacks" && fb == 0:
+				t.Fatal("a one-page pipe never filled")
+			}
+		})
 	}
 }
 
@@ -384,13 +347,7 @@ func TestSplicePipesTrimmed(t *testing.T) {
 
 // BenchmarkRelayDown measures the backend-to-client pump over loopback TCP with 64 KiB
 // frames, buffered and spliced: ns per frame and throughput. allocs/op must be 0.
-func BenchmarkRelayDown(b *testing.B) { benchRelaySplice(b, false) }
-
-// BenchmarkRelayUp is BenchmarkRelayDown client to backend: masked frames, re-masked in one
-// pass when buffered, with the client's key when spliced.
-func BenchmarkRelayUp(b *testing.B) { benchRelaySplice(b, true) }
-
-func benchRelaySplice(b *testing.B, up bool) {
+func BenchmarkRelayDown(b *testing.B) {
 	for _, mode := range []string{"buffered", "spliced"} {
 		b.Run(mode, func(b *testing.B) {
 			testNoSplice = mode == "buffered"
@@ -403,29 +360,21 @@ func benchRelaySplice(b *testing.B, up bool) {
 			p.Start(func(r Result) { done <- r })
 			const batch = 8
 			var frames []byte
-			from, to := bt, ct
-			for i := range batch {
-				h := wsframe.Header{Fin: true, Opcode: wsframe.OpBinary}
-				if up {
-					h.Masked, h.Mask = true, [4]byte{1, 2, 3, byte(i)}
-				}
-				frames = wsframe.AppendFrame(frames, h, make([]byte, size))
-			}
-			if up {
-				from, to = ct, bt
+			for range batch {
+				frames = wsframe.AppendFrame(frames, wsframe.Header{Fin: true, Opcode: wsframe.OpBinary}, make([]byte, size))
 			}
 			rounds := b.N/batch + 1
 			want := int64(rounds) * int64(len(frames))
 			sunk := make(chan int64, 1)
 			go func() {
-				n, _ := io.CopyN(io.Discard, to, want)
+				n, _ := io.CopyN(io.Discard, ct, want)
 				sunk <- n
 			}()
 			b.SetBytes(size)
 			b.ReportAllocs()
 			b.ResetTimer()
 			for range rounds {
-				if _, err := from.Write(frames); err != nil {
+				if _, err := bt.Write(frames); err != nil {
 					b.Fatal(err)
 				}
 			}
