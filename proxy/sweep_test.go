@@ -69,9 +69,15 @@ func TestSweepLeavesBusySidesAlone(t *testing.T) {
 	big, down := tps[pairs-1], tps[pairs-2]
 	bigPayload := bytes.Repeat([]byte("y"), 1000*rounds)
 	bigFrame := clientFrame(wsframe.OpBinary, bigPayload)
-	hdrLen := len(bigFrame) - len(bigPayload)
 	downFrame := wsframe.AppendFrame(nil, wsframe.Header{Fin: true, Opcode: wsframe.OpBinary}, bigPayload)
-	downHdrLen := len(downFrame) - len(bigPayload)
+	// piece is what round r sends of frame: 1,000 payload bytes, after the header in round 0.
+	piece := func(frame []byte, r int) []byte {
+		hdrLen := len(frame) - len(bigPayload)
+		if r == 0 {
+			return frame[:hdrLen+1000]
+		}
+		return frame[hdrLen+1000*r : hdrLen+1000*(r+1)]
+	}
 
 	before := parkRequests()
 	var wg sync.WaitGroup
@@ -97,18 +103,10 @@ func TestSweepLeavesBusySidesAlone(t *testing.T) {
 			skipFrame(t, tp.backend)
 			skipFrame(t, tp.client)
 		}
-		chunk := bigFrame[hdrLen+1000*r : hdrLen+1000*(r+1)]
-		if r == 0 {
-			chunk = bigFrame[:hdrLen+1000]
-		}
-		big.client.Write(chunk)
+		big.client.Write(piece(bigFrame, r))
 		big.backend.Write(wsframe.AppendFrame(nil, wsframe.Header{Fin: true, Opcode: wsframe.OpText}, []byte("pong")))
 		skipFrame(t, big.client)
-		chunk = downFrame[downHdrLen+1000*r : downHdrLen+1000*(r+1)]
-		if r == 0 {
-			chunk = downFrame[:downHdrLen+1000]
-		}
-		down.backend.Write(chunk)
+		down.backend.Write(piece(downFrame, r))
 		down.client.Write(clientFrame(wsframe.OpBinary, []byte("ping")))
 		skipFrame(t, down.backend)
 		for i, tp := range tps {
