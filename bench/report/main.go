@@ -66,6 +66,24 @@ func otherLoad(r *run) float64 {
 	return o
 }
 
+// machinePer returns the busy time of every CPU of the machine (all processes: the target,
+// the generator, the backend, anything else) per unit of f, in µs. A target that uses less of
+// its own core while this stays the same has moved work to the generator's core, not saved
+// it (bench/README.md, "Client frames spliced with the client's key").
+func machinePer(f func(*run) float64) func(*run) float64 {
+	return func(r *run) float64 {
+		n := f(r)
+		if len(r.CoresBusy) == 0 || n <= 0 {
+			return -1
+		}
+		var busy float64
+		for _, b := range r.CoresBusy {
+			busy += b
+		}
+		return busy * 1e6 / n
+	}
+}
+
 type metric struct {
 	name string
 	get  func(r *run) float64
@@ -101,6 +119,8 @@ var (
 	mMsgsPC = metric{"msgs/s per target core", perCore(func(r *run) float64 { return r.MsgsPerSec }), ""}
 	mMBPC   = metric{"MB/s per target core", perCore(func(r *run) float64 { return r.MBPerSec }), ""}
 	mHSPC   = metric{"handshakes/s per target core", perCore(func(r *run) float64 { return r.HSPerSec }), ""}
+	mMachM  = metric{"machine CPU µs per message", machinePer(func(r *run) float64 { return r.MsgsPerSec }), ""}
+	mMachHS = metric{"machine CPU µs per handshake", machinePer(func(r *run) float64 { return r.HSPerSec }), ""}
 )
 
 // rows in display order, with their titles and metrics; ids match compare.sh.
@@ -108,14 +128,14 @@ var rows = []struct {
 	id, title string
 	metrics   []metric
 }{
-	{"tp64", "throughput 64 B × 100 conns × window 8", []metric{mMsgs, mMsgsPC, mP50, mP99, mP999, mTCPU, mGCPU, mOther, mErr}},
-	{"tp64k", "throughput 64 KiB × 10 conns × window 4", []metric{mMB, mMBPC, mMsgs, mP50, mP99, mP999, mTCPU, mGCPU, mOther, mErr}},
+	{"tp64", "throughput 64 B × 100 conns × window 8", []metric{mMsgs, mMsgsPC, mP50, mP99, mP999, mTCPU, mGCPU, mMachM, mOther, mErr}},
+	{"tp64k", "throughput 64 KiB × 10 conns × window 4", []metric{mMB, mMBPC, mMsgs, mP50, mP99, mP999, mTCPU, mGCPU, mMachM, mOther, mErr}},
 	{"rate", "rate 20,000 msg/s × 128 B over 1,000 conns", []metric{mP50, mP99, mP999, mWarm, mBehind, mTCPU, mGCPU, mOther, mErr}},
 	{"ratemany", "rate 1 msg/s per conn × 128 B over many conns", []metric{mConns, mP50, mP99, mP999, mWarm, mBehind, mTCPU, mGCPU, mOther, mErr}},
 	{"idle", "idle ws://", []metric{mBytes, mOpen, mAlive, mErr}},
 	{"idlewss", "idle wss://", []metric{mBytes, mOpen, mAlive, mErr}},
-	{"hswss", "wss handshakes × 32 workers", []metric{mHS, mHSPC, mP50, mP99, mP999, mTCPU, mGCPU, mOther, mErr}},
-	{"tpwss", "wss throughput 64 B × 100 conns × window 8", []metric{mMsgs, mMsgsPC, mP50, mP99, mP999, mTCPU, mGCPU, mOther, mErr}},
+	{"hswss", "wss handshakes × 32 workers", []metric{mHS, mHSPC, mP50, mP99, mP999, mTCPU, mGCPU, mMachHS, mOther, mErr}},
+	{"tpwss", "wss throughput 64 B × 100 conns × window 8", []metric{mMsgs, mMsgsPC, mP50, mP99, mP999, mTCPU, mGCPU, mMachM, mOther, mErr}},
 	{"ratewss", "wss rate 20,000 msg/s × 128 B over 1,000 conns", []metric{mP50, mP99, mP999, mWarm, mBehind, mTCPU, mGCPU, mOther, mErr}},
 }
 
@@ -264,7 +284,8 @@ func spread(m metric, rs []*run) (lo, hi float64) {
 
 func cell(m metric, rs, ref []*run, isRef bool) string {
 	v := value(m, rs)
-	if v < 0 && (m.name == mTCPU.name || m.name == mOther.name || m.name == mWarm.name || strings.HasSuffix(m.name, "per target core")) {
+	if v < 0 && (m.name == mTCPU.name || m.name == mOther.name || m.name == mWarm.name || strings.HasSuffix(m.name, "per target core") ||
+		strings.HasPrefix(m.name, "machine CPU")) {
 		return "n/a"
 	}
 	s := format(v)

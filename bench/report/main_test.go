@@ -84,3 +84,14 @@ func TestRenderWarmup(t *testing.T) {
 		t.Errorf("got %s\nwant %s", got, want)
 	}
 }
+
+// TestRenderMachineCPU: the throughput rows show the busy time of all CPUs per message, from
+// cores_busy, and n/a for a run without it (older results).
+func TestRenderMachineCPU(t *testing.T) {
+	out := renderString(t, `{"label":"tp64 wsgate","msgs_per_s":250000,"target_cpu":0.5,"cores_busy":[0.5,1.0],"errors":0}
+{"label":"tp64 nginx","msgs_per_s":300000,"target_cpu":0.6,"cores_busy":[0.62,0.98],"errors":0}
+{"label":"tp64 haproxy","msgs_per_s":300000,"target_cpu":0.6,"errors":0}`, "wsgate nginx haproxy")
+	if got, want := row(t, out, "machine CPU µs per message"), "|  | machine CPU µs per message | 6 (1.12×) | 5.33 | n/a |"; got != want {
+		t.Errorf("got %s\nwant %s", got, want)
+	}
+}
