@@ -87,21 +87,21 @@ func machinePer(f func(*run) float64) func(*run) float64 {
 type metric struct {
 	name string
 	get  func(r *run) float64
-	unit string // printed in the metric column
+	na   bool // an unknown value (-1: not measured in that run) shows as n/a
 }
 
 var (
-	mMsgs   = metric{"msgs/s", func(r *run) float64 { return r.MsgsPerSec }, ""}
-	mMB     = metric{"MB/s each way", func(r *run) float64 { return r.MBPerSec }, ""}
-	mP50    = metric{"p50 µs", func(r *run) float64 { return r.P50 }, ""}
-	mP99    = metric{"p99 µs", func(r *run) float64 { return r.P99 }, ""}
-	mP999   = metric{"p99.9 µs", func(r *run) float64 { return r.P999 }, ""}
-	mHS     = metric{"handshakes/s", func(r *run) float64 { return r.HSPerSec }, ""}
-	mBytes  = metric{"bytes/conn (RSS)", func(r *run) float64 { return r.BytesPer }, ""}
-	mOpen   = metric{"conns open", func(r *run) float64 { return r.Open }, ""}
-	mConns  = metric{"conns", func(r *run) float64 { return r.Conns }, ""}
-	mAlive  = metric{"sample alive", func(r *run) float64 { return r.AliveOK }, ""}
-	mBehind = metric{"sends behind", func(r *run) float64 { return r.Behind }, ""}
+	mMsgs   = metric{"msgs/s", func(r *run) float64 { return r.MsgsPerSec }, false}
+	mMB     = metric{"MB/s each way", func(r *run) float64 { return r.MBPerSec }, false}
+	mP50    = metric{"p50 µs", func(r *run) float64 { return r.P50 }, false}
+	mP99    = metric{"p99 µs", func(r *run) float64 { return r.P99 }, false}
+	mP999   = metric{"p99.9 µs", func(r *run) float64 { return r.P999 }, false}
+	mHS     = metric{"handshakes/s", func(r *run) float64 { return r.HSPerSec }, false}
+	mBytes  = metric{"bytes/conn (RSS)", func(r *run) float64 { return r.BytesPer }, false}
+	mOpen   = metric{"conns open", func(r *run) float64 { return r.Open }, false}
+	mConns  = metric{"conns", func(r *run) float64 { return r.Conns }, false}
+	mAlive  = metric{"sample alive", func(r *run) float64 { return r.AliveOK }, false}
+	mBehind = metric{"sends behind", func(r *run) float64 { return r.Behind }, false}
 	// The warm-up's p99 (wsload -warmup): the first messages of new connections, which the
 	// other latency figures leave out.
 	mWarm = metric{"p99 µs, warm-up", func(r *run) float64 {
@@ -109,18 +109,18 @@ var (
 			return -1
 		}
 		return r.WarmupP99
-	}, ""}
-	mTCPU  = metric{"target CPU (cores)", func(r *run) float64 { return r.TargetCPU }, ""}
-	mGCPU  = metric{"generator CPU (cores)", func(r *run) float64 { return r.GenCPU }, ""}
-	mErr   = metric{"errors", func(r *run) float64 { return r.Errors }, ""}
-	mOther = metric{"other load on proxy core", otherLoad, ""}
+	}, true}
+	mTCPU  = metric{"target CPU (cores)", func(r *run) float64 { return r.TargetCPU }, true}
+	mGCPU  = metric{"generator CPU (cores)", func(r *run) float64 { return r.GenCPU }, false}
+	mErr   = metric{"errors", func(r *run) float64 { return r.Errors }, false}
+	mOther = metric{"other load on proxy core", otherLoad, true}
 	// Per target core: the figure divided by the CPU the target used, which stays meaningful
 	// when other processes take part of the target's core.
-	mMsgsPC = metric{"msgs/s per target core", perCore(func(r *run) float64 { return r.MsgsPerSec }), ""}
-	mMBPC   = metric{"MB/s per target core", perCore(func(r *run) float64 { return r.MBPerSec }), ""}
-	mHSPC   = metric{"handshakes/s per target core", perCore(func(r *run) float64 { return r.HSPerSec }), ""}
-	mMachM  = metric{"machine CPU µs per message", machinePer(func(r *run) float64 { return r.MsgsPerSec }), ""}
-	mMachHS = metric{"machine CPU µs per handshake", machinePer(func(r *run) float64 { return r.HSPerSec }), ""}
+	mMsgsPC = metric{"msgs/s per target core", perCore(func(r *run) float64 { return r.MsgsPerSec }), true}
+	mMBPC   = metric{"MB/s per target core", perCore(func(r *run) float64 { return r.MBPerSec }), true}
+	mHSPC   = metric{"handshakes/s per target core", perCore(func(r *run) float64 { return r.HSPerSec }), true}
+	mMachM  = metric{"machine CPU µs per message", machinePer(func(r *run) float64 { return r.MsgsPerSec }), true}
+	mMachHS = metric{"machine CPU µs per handshake", machinePer(func(r *run) float64 { return r.HSPerSec }), true}
 )
 
 // rows in display order, with their titles and metrics; ids match compare.sh.
@@ -284,8 +284,7 @@ func spread(m metric, rs []*run) (lo, hi float64) {
 
 func cell(m metric, rs, ref []*run, isRef bool) string {
 	v := value(m, rs)
-	if v < 0 && (m.name == mTCPU.name || m.name == mOther.name || m.name == mWarm.name || strings.HasSuffix(m.name, "per target core") ||
-		strings.HasPrefix(m.name, "machine CPU")) {
+	if v < 0 && m.na {
 		return "n/a"
 	}
 	s := format(v)
