@@ -80,10 +80,15 @@ func handle(c net.Conn) {
 }
 
 // Echo copies frames read from r (client frames, masked) back to w unmasked, flushing whenever
-// no further input is already buffered, so pipelined messages are answered in one write.
+// no further input is already buffered, so pipelined messages are answered in one write. It
+// allocates nothing per frame: the headers are read and written through buffers of its own
+// (ws.ReadHeader and ws.WriteHeader allocate one each), so the backend's share of the
+// generator's core is no larger than it must be.
 func Echo(r *bufio.Reader, w *bufio.Writer) error {
+	hb := new([2 * ws.MaxHeaderSize]byte) // header buffers: reading, then writing
+	rb, wb := hb[:ws.MaxHeaderSize-2:ws.MaxHeaderSize-2], hb[ws.MaxHeaderSize:]
 	for {
-		h, err := ws.ReadHeader(r)
+		h, err := ws.ReadHeaderBuffer(r, rb)
 		if err != nil {
 			return err
 		}
@@ -110,7 +115,7 @@ func Echo(r *bufio.Reader, w *bufio.Writer) error {
 			bufPool.Put(bp)
 			continue
 		}
-		err = ws.WriteHeader(w, out)
+		err = ws.WriteHeaderBuffer(w, out, wb)
 		if err == nil {
 			_, err = w.Write(p)
 		}
