@@ -25,16 +25,56 @@ type loadConn struct {
 	bad    uint64        // reader-owned: wrong length or opcode
 	werr   error
 	rerr   error
-	dead   atomic.Bool   // reader has returned
-	tokens chan struct{} // throughput mode: free window slots (reader to writer)
+	dead   atomic.Bool // reader has returned
+	win    *window     // throughput mode: free window slots (reader to writer)
+}
+
+// window counts a throughput connection's free slots: the reader gives back the slots of the
+// echoes it has read, once per read batch, and the writer takes all that are free at once. A
+// counter and one wake-up per batch, where a channel of tokens cost a send and a receive per
+// message on the generator's core.
+type window struct {
+	free atomic.Int64
+	wake chan struct{} // one pending wake-up at most
+}
+
+func newWindow(slots int) *window {
+	w := &window{wake: make(chan struct{}, 1)}
+	w.free.Store(int64(slots))
+	w.wake <- struct{}{}
+	return w
+}
+
+// give frees n slots and wakes the writer. A wake-up already pending covers these slots too:
+// the writer takes the count after it wakes.
+func (w *window) give(n int) {
+	w.free.Add(int64(n))
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// take waits until slots are free or stop is closed, and returns how many it took (0 on stop).
+func (w *window) take(stop <-chan struct{}) int {
+	for {
+		if n := w.free.Swap(0); n > 0 {
+			return int(n)
+		}
+		select {
+		case <-stop:
+			return 0
+		case <-w.wake:
+		}
+	}
 }
 
 // readLoop reads lc's echoes until an error, recording round trips on the messages' clock
-// (time since epoch), and hands freed window slots back to the writer through tokens. The
+// (time since epoch), and hands freed window slots back to the writer through win. The
 // round trip of a message stamped before measureFrom (on the messages' clock) goes to the
 // warm-up histogram; measureFrom is read atomically as nanoseconds, since it is only known
 // once the connections are open.
-func (lc *loadConn) readLoop(epoch time.Time, tokens chan struct{}, stopping *atomic.Bool, measureFrom *atomic.Int64) {
+func (lc *loadConn) readLoop(epoch time.Time, win *window, stopping *atomic.Bool, measureFrom *atomic.Int64) {
 	defer lc.dead.Store(true)
 	pending := 0
 	for {
@@ -68,13 +108,9 @@ func (lc *loadConn) readLoop(epoch time.Time, tokens chan struct{}, stopping *at
 		}
 		// Hand the freed window slots to the writer once per read batch (when the next read
 		// will be a syscall), so it wakes once and writes them all in one go.
-		if tokens != nil && pending > 0 && lc.c.br.Buffered() == 0 {
-			for ; pending > 0; pending-- {
-				select {
-				case tokens <- struct{}{}:
-				default:
-				}
-			}
+		if win != nil && pending > 0 && lc.c.br.Buffered() == 0 {
+			win.give(pending)
+			pending = 0
 		}
 	}
 }
@@ -84,35 +120,25 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-// windowWriteLoop keeps up to len(tokens) messages in flight, batching every message it may send
-// into one Write.
-func (lc *loadConn) windowWriteLoop(epoch time.Time, tokens chan struct{}, stop <-chan struct{}) {
+// windowWriteLoop keeps up to the window's slots of messages in flight, batching every message it
+// may send into one Write; the messages of one batch carry the same send time.
+func (lc *loadConn) windowWriteLoop(epoch time.Time, win *window, stop <-chan struct{}) {
 	payload := make([]byte, lc.size)
 	for i := msgHeader; i < len(payload); i++ {
 		payload[i] = byte(i)
 	}
 	var seq uint64
 	for {
-		select {
-		case <-stop:
+		n := win.take(stop)
+		if n == 0 {
 			return
-		case <-tokens:
-		}
-		n := 1
-	drain:
-		for n < cap(tokens) {
-			select {
-			case <-tokens:
-				n++
-			default:
-				break drain
-			}
 		}
 		c := lc.c
 		c.wmu.Lock()
 		b := c.wbuf[:0]
+		now := time.Since(epoch)
 		for i := 0; i < n; i++ {
-			putHeader(payload, seq, time.Since(epoch))
+			putHeader(payload, seq, now)
 			seq++
 			b = c.appendFrame(b, opBinary, payload)
 		}
@@ -259,16 +285,13 @@ func runLoad(o *options) (*result, error) {
 			lc.warm.prefault()
 		}
 		if !rateMode {
-			lc.tokens = make(chan struct{}, o.window)
-			for j := 0; j < o.window; j++ {
-				lc.tokens <- struct{}{}
-			}
+			lc.win = newWindow(o.window)
 		}
 		opened[i] = lc
 		readers.Add(1)
 		go func() {
 			defer readers.Done()
-			lc.readLoop(epoch, lc.tokens, &stopping, &measureFrom)
+			lc.readLoop(epoch, lc.win, &stopping, &measureFrom)
 		}()
 	})
 	res := &result{Mode: o.mode, URL: o.url, Conns: o.conns, Size: o.size, ConnErrors: failed}
@@ -319,7 +342,7 @@ func runLoad(o *options) (*result, error) {
 		} else {
 			go func() {
 				defer writers.Done()
-				lc.windowWriteLoop(epoch, lc.tokens, stop)
+				lc.windowWriteLoop(epoch, lc.win, stop)
 			}()
 		}
 	}
