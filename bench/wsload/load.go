@@ -55,9 +55,15 @@ func (w *window) give(n int) {
 	}
 }
 
-// take waits until slots are free or stop is closed, and returns how many it took (0 on stop).
+// take waits until slots are free or stop is closed, and returns how many it took: 0 once stop
+// is closed, even with slots free.
 func (w *window) take(stop <-chan struct{}) int {
 	for {
+		select {
+		case <-stop:
+			return 0
+		default:
+		}
 		if n := w.free.Swap(0); n > 0 {
 			return int(n)
 		}

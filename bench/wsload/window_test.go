@@ -71,9 +71,10 @@ func TestWindowKeepsSlotsInFlight(t *testing.T) {
 	if n := w.take(stop); n != slots {
 		t.Fatalf("after the run %d slots are free, want all %d", n, slots)
 	}
+	w.give(slots)
 	close(stop)
 	if n := w.take(stop); n != 0 {
-		t.Fatalf("take after stop with no slot free returned %d, want 0", n)
+		t.Fatalf("take after stop returned %d slots, want 0: the writer must stop even with slots free", n)
 	}
 }
 
