@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,9 +24,10 @@ type loadConn struct {
 	lag    hist          // writer-owned (rate mode: actual - scheduled send time)
 	behind uint64        // writer-owned (rate mode)
 	bad    uint64        // reader-owned: wrong length or opcode
-	werr   error
+	werr   error         // writer-owned (a connection with its own writer goroutine)
 	rerr   error
 	dead   atomic.Bool // reader has returned
+	shared bool        // rate mode: sent by a rateShard (writes never block), not a goroutine of its own
 	win    *window     // throughput mode: free window slots (reader to writer)
 }
 
@@ -159,6 +161,51 @@ func (lc *loadConn) windowWriteLoop(epoch time.Time, win *window, stop <-chan st
 	}
 }
 
+// rateShard sends the scheduled messages of many connections from one goroutine: rate mode on
+// plain TCP, where offer never blocks. lcs[j] sends every interval from offsets[j] until end
+// (offsets ascending and below interval, so the sends come round by round in the order of lcs),
+// each message stamped with its scheduled time like scheduledWriteLoop's. With one goroutine
+// per core for all connections, instead of a goroutine and a timer per connection, sends wait
+// less for the scheduler: at 20,000 msg/s over 1,000 connections the send lag's p99 halved.
+// A send's lateness is taken when it leaves, so a slow write shows in the lateness of the
+// sends after it.
+func rateShard(lcs []*loadConn, offsets []time.Duration, base time.Time, shift, interval, warmup, end, lagLimit time.Duration) {
+	payload := make([]byte, lcs[0].size)
+	for i := msgHeader; i < len(payload); i++ {
+		payload[i] = byte(i)
+	}
+	seqs := make([]uint64, len(lcs))
+	round, j := time.Duration(0), 0
+	for {
+		next := offsets[j] + round*interval
+		if next >= end {
+			return // every later send is later still
+		}
+		now := time.Since(base)
+		if next > now {
+			time.Sleep(next - now)
+			now = time.Since(base)
+		}
+		lc := lcs[j]
+		if next >= warmup {
+			late := now - next
+			lc.lag.record(late)
+			if late > lagLimit {
+				lc.behind++
+			}
+		}
+		putHeader(payload, seqs[j], shift+next)
+		if lc.c.offer(opBinary, payload) == nil {
+			seqs[j]++
+			lc.sent.Store(seqs[j])
+		}
+		if j++; j == len(lcs) {
+			j = 0
+			round++
+		}
+	}
+}
+
 // scheduledWriteLoop sends one message every interval starting at base+offset until end, stamping
 // each with its scheduled send time (on the messages' clock: shift + the time since base). A message whose actual send is later than scheduled still
 // carries the scheduled time, so the queueing delay is part of its measured latency (no
@@ -280,7 +327,7 @@ func runLoad(o *options) (*result, error) {
 	var stopping atomic.Bool
 	var measureFrom atomic.Int64 // on the messages' clock; nothing counts as measured until set
 	measureFrom.Store(math.MaxInt64)
-	var readers sync.WaitGroup
+	var readers, flushers sync.WaitGroup
 	opened := make([]*loadConn, o.conns)
 	conns, failed, firstErr := dialAll(dc, o.conns, o.dialPar, o.perIP, func(i int, c *conn) {
 		lc := &loadConn{c: c, size: o.size}
@@ -292,6 +339,8 @@ func runLoad(o *options) (*result, error) {
 		}
 		if !rateMode {
 			lc.win = newWindow(o.window)
+		} else {
+			lc.shared = c.setNonblocking(&flushers)
 		}
 		opened[i] = lc
 		readers.Add(1)
@@ -316,6 +365,7 @@ func runLoad(o *options) (*result, error) {
 			lc.c.nc.Close()
 		}
 		readers.Wait()
+		flushers.Wait()
 	}()
 	if len(lcs) == 0 {
 		return res, fmt.Errorf("no connection could be opened: %v", firstErr)
@@ -337,10 +387,21 @@ func runLoad(o *options) (*result, error) {
 	end := o.warmup + o.duration // on the writers' clock (time since base)
 	stop := make(chan struct{})
 	var writers sync.WaitGroup
+	// Rate mode on plain TCP: connection i goes to shard i mod GOMAXPROCS, keeping its offset.
+	shards := make([]struct {
+		lcs     []*loadConn
+		offsets []time.Duration
+	}, runtime.GOMAXPROCS(0))
 	for i, lc := range lcs {
+		offset := interval * time.Duration(i) / time.Duration(len(lcs))
+		if lc.shared {
+			sh := &shards[i%len(shards)]
+			sh.lcs = append(sh.lcs, lc)
+			sh.offsets = append(sh.offsets, offset)
+			continue
+		}
 		writers.Add(1)
 		if rateMode {
-			offset := interval * time.Duration(i) / time.Duration(len(lcs))
 			go func() {
 				defer writers.Done()
 				lc.scheduledWriteLoop(base, shift, offset, interval, o.warmup, end, o.lagLimit)
@@ -349,6 +410,15 @@ func runLoad(o *options) (*result, error) {
 			go func() {
 				defer writers.Done()
 				lc.windowWriteLoop(epoch, lc.win, stop)
+			}()
+		}
+	}
+	for _, sh := range shards {
+		if len(sh.lcs) > 0 {
+			writers.Add(1)
+			go func() {
+				defer writers.Done()
+				rateShard(sh.lcs, sh.offsets, base, shift, interval, o.warmup, end, o.lagLimit)
 			}()
 		}
 	}
@@ -393,6 +463,13 @@ func runLoad(o *options) (*result, error) {
 		_ = lc.c.nc.SetReadDeadline(time.Now())
 	}
 	readers.Wait()
+	// Flushers still writing (to a target that stopped reading) end at a write deadline.
+	for _, lc := range lcs {
+		if lc.shared {
+			_ = lc.c.nc.SetWriteDeadline(time.Now())
+		}
+	}
+	flushers.Wait()
 
 	var h, warm, lag hist
 	for _, lc := range lcs {
@@ -408,8 +485,12 @@ func runLoad(o *options) (*result, error) {
 			warm.merge(lc.warm)
 		}
 		lag.merge(&lc.lag)
-		if lc.werr != nil || lc.rerr != nil {
-			err := lc.werr
+		werr := lc.werr
+		if lc.shared {
+			werr = lc.c.writeErr()
+		}
+		if werr != nil || lc.rerr != nil {
+			err := werr
 			if err == nil {
 				err = lc.rerr
 			}

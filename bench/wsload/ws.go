@@ -78,6 +78,15 @@ type conn struct {
 	wmu  sync.Mutex // serialises writes (data writer vs pong replies)
 	wbuf []byte     // frames being batched for one Write
 
+	// Writes that never block (rate mode on plain TCP, see offer). All under wmu.
+	nonblocking bool            // set before the connection's reader starts
+	tw          *tryWriter      // writes that do not wait for room in the socket
+	flushers    *sync.WaitGroup // counts the flusher goroutines of nonblocking connections
+	backlog     []byte          // bytes behind a write the socket did not take whole
+	spare       []byte          // the flusher's other buffer
+	flushing    bool            // a flusher owns the socket's writes until backlog is empty
+	werr        error           // a nonblocking connection's first write error
+
 	rbuf []byte // reassembly buffer for fragmented messages
 	mask uint64 // xorshift state for mask keys
 
@@ -221,13 +230,96 @@ func maskBytes(p []byte, k uint32) {
 	}
 }
 
-// writeFrame writes one frame immediately.
+// writeFrame writes one frame immediately (or, on a nonblocking connection, offers it).
 func (c *conn) writeFrame(op byte, payload []byte) error {
+	if c.nonblocking {
+		return c.offer(op, payload)
+	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	c.wbuf = c.appendFrame(c.wbuf[:0], op, payload)
 	_, err := c.nc.Write(c.wbuf)
 	return err
+}
+
+// setNonblocking makes the connection's writes go through offer, with flushers counting its
+// flusher goroutines. It reports false (and changes nothing) where writes cannot be tried
+// without blocking: over TLS, or on a platform without a tryWriter.
+func (c *conn) setNonblocking(flushers *sync.WaitGroup) bool {
+	tw := newTryWriter(c.nc)
+	if tw == nil {
+		return false
+	}
+	c.nonblocking, c.tw, c.flushers = true, tw, flushers
+	return true
+}
+
+// offer writes one frame without ever blocking the caller. What the socket does not take at
+// once is queued, with every later frame, and written by a flusher goroutine of the
+// connection's own until the queue is empty: a connection whose target stops reading holds
+// up no other connection sharing the caller's goroutine, and its frames stay in order.
+func (c *conn) offer(op byte, payload []byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.werr != nil {
+		return c.werr
+	}
+	if c.flushing {
+		c.backlog = c.appendFrame(c.backlog, op, payload)
+		return nil
+	}
+	c.wbuf = c.appendFrame(c.wbuf[:0], op, payload)
+	n, err := c.tw.write(c.wbuf)
+	if err != nil {
+		c.werr = err
+		return err
+	}
+	if n < len(c.wbuf) {
+		c.backlog = append(c.backlog[:0], c.wbuf[n:]...)
+		c.flushing = true
+		c.flushers.Add(1)
+		go c.flush()
+	}
+	return nil
+}
+
+// flush writes the backlog, blocking, until it is empty or a write fails. A write deadline
+// (the end of the run) ends it too; what was never written then counts as lost.
+func (c *conn) flush() {
+	defer c.flushers.Done()
+	for {
+		c.wmu.Lock()
+		if len(c.backlog) == 0 {
+			c.flushing = false
+			c.wmu.Unlock()
+			return
+		}
+		out := c.backlog
+		c.backlog, c.spare = c.spare[:0], nil
+		c.wmu.Unlock()
+		_, err := c.nc.Write(out)
+		c.wmu.Lock()
+		c.spare = out[:0]
+		if err != nil {
+			c.werr = err // later offers fail with it; writeErr does not report a timeout
+			c.flushing = false
+			c.backlog = c.backlog[:0]
+			c.wmu.Unlock()
+			return
+		}
+		c.wmu.Unlock()
+	}
+}
+
+// writeErr is a nonblocking connection's write error, if any; a timeout (the end of the run)
+// is not one.
+func (c *conn) writeErr() error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.werr != nil && isTimeout(c.werr) {
+		return nil
+	}
+	return c.werr
 }
 
 // readMessage reads the next data message (reassembling fragments) and returns its opcode and

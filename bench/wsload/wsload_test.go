@@ -391,3 +391,63 @@ func TestIdleAnswersPings(t *testing.T) {
 		t.Fatalf("idle run: %d open, %d of 10 alive, %d errors (%s)", res.Open, res.AliveOK, res.Errors, res.FirstError)
 	}
 }
+
+// TestRateStalledConnectionHoldsUpNoOther: in rate mode one goroutine sends for many plain
+// connections. The target stops reading one of them (for longer than the run, with a small
+// receive buffer, so the socket fills with 64 KiB messages). The other connections' sends
+// must still leave on schedule (none late by the lag limit), every scheduled message must
+// be sent, and once the target reads again the stalled connection's queued messages must
+// arrive whole and in order: no errors, nothing lost.
+func TestRateStalledConnectionHoldsUpNoOther(t *testing.T) {
+	const stall = 1500 * time.Millisecond
+	up := websocket.Upgrader{CheckOrigin: func(*http.Request) bool { return true }}
+	var mu sync.Mutex
+	accepted := 0
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := up.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		mu.Lock()
+		accepted++
+		first := accepted == 1
+		mu.Unlock()
+		if first {
+			time.Sleep(stall)
+		}
+		for {
+			op, msg, err := c.ReadMessage()
+			if err != nil {
+				return
+			}
+			if err := c.WriteMessage(op, msg); err != nil {
+				return
+			}
+		}
+	}))
+	t.Cleanup(srv.Close)
+
+	o := testOptions(srv, 4)
+	o.mode = "rate"
+	o.rate = 80 // 20 msg/s per connection: 20 per connection over the second
+	o.size = 256 << 10
+	o.duration = time.Second
+	o.lagLimit = 300 * time.Millisecond
+	o.drain = 10 * time.Second
+	o.dialPar = 1 // the first connection opened is the first accepted
+	res, err := runLoad(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Behind != 0 {
+		t.Errorf("%d sends left more than %v late: the stalled connection held up the others (lag p99 %vµs, max %vµs)",
+			res.Behind, o.lagLimit, res.LagP99, res.LagMax)
+	}
+	if res.Sent < 76 || res.Sent > 84 {
+		t.Errorf("sent %d messages, want the 80 scheduled", res.Sent)
+	}
+	if res.Errors != 0 {
+		t.Errorf("errors: %+v", res)
+	}
+}
