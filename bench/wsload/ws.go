@@ -17,6 +17,7 @@ import (
 	"io"
 	"net"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -380,19 +381,12 @@ func (c *conn) readMessage() (byte, []byte, error) {
 			}
 			continue
 		}
-		start := len(c.rbuf)
-		need := start + int(n)
-		if cap(c.rbuf) < need {
-			nb := make([]byte, start, need+need/4)
-			copy(nb, c.rbuf)
-			c.rbuf = nb
-		}
-		c.rbuf = c.rbuf[:need]
-		if _, err := io.ReadFull(c.br, c.rbuf[start:]); err != nil {
+		payload, err := c.readPayload(int(n))
+		if err != nil {
 			return 0, nil, err
 		}
 		if masked {
-			maskBytes(c.rbuf[start:], mk)
+			maskBytes(payload, mk)
 		}
 		if op != opCont {
 			msgOp = op
@@ -401,6 +395,28 @@ func (c *conn) readMessage() (byte, []byte, error) {
 			return msgOp, c.rbuf, nil
 		}
 	}
+}
+
+// readPayload reads n bytes onto the end of c.rbuf and returns them. The buffer grows as the
+// bytes arrive (at most doubling, by 64 KiB at least), so a length that the peer never sends
+// costs no memory ahead of its data.
+func (c *conn) readPayload(n int) ([]byte, error) {
+	start := len(c.rbuf)
+	need := start + n
+	for len(c.rbuf) < need {
+		if len(c.rbuf) == cap(c.rbuf) {
+			c.rbuf = slices.Grow(c.rbuf, min(need-len(c.rbuf), max(cap(c.rbuf), 64<<10)))
+		}
+		m, err := c.br.Read(c.rbuf[len(c.rbuf):min(cap(c.rbuf), need)])
+		c.rbuf = c.rbuf[:len(c.rbuf)+m]
+		if err != nil {
+			if err == io.EOF && len(c.rbuf) > start {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+	}
+	return c.rbuf[start:], nil
 }
 
 // closeGracefully sends a close frame, waits (bounded) for the peer's close or EOF, then closes.
