@@ -85,6 +85,19 @@ func handle(c net.Conn) {
 // (ws.ReadHeader and ws.WriteHeader allocate one each), so the backend's share of the
 // generator's core is no larger than it must be.
 func Echo(r *bufio.Reader, w *bufio.Writer) error {
+	return echo(r, w, wholeFrame, chunkSize)
+}
+
+// Frames up to wholeFrame bytes are read whole and written with one Write; longer ones are
+// streamed through chunkSize bytes at a time, so a frame costs the backend at most that much
+// memory, whatever length its header claims.
+const (
+	wholeFrame = 1 << 20
+	chunkSize  = 256 << 10
+)
+
+// echo is Echo with the whole-frame limit and the streaming chunk as parameters (for tests).
+func echo(r *bufio.Reader, w *bufio.Writer, whole, chunk int64) error {
 	hb := new([2 * ws.MaxHeaderSize]byte) // header buffers: reading, then writing
 	rb, wb := hb[:ws.MaxHeaderSize-2:ws.MaxHeaderSize-2], hb[ws.MaxHeaderSize:]
 	for {
@@ -94,6 +107,17 @@ func Echo(r *bufio.Reader, w *bufio.Writer) error {
 		}
 		if h.Length > 64<<20 {
 			return fmt.Errorf("frame of %d bytes too large", h.Length)
+		}
+		if h.Length > whole && h.OpCode&0x8 == 0 { // control frames are at most 125 bytes
+			if err := echoStreamed(r, w, h, wb, chunk); err != nil {
+				return err
+			}
+			if r.Buffered() == 0 {
+				if err := w.Flush(); err != nil {
+					return err
+				}
+			}
+			continue
 		}
 		bp := bufPool.Get().(*[]byte)
 		if int64(cap(*bp)) < h.Length {
@@ -132,4 +156,32 @@ func Echo(r *bufio.Reader, w *bufio.Writer) error {
 			}
 		}
 	}
+}
+
+// echoStreamed echoes data frame h, whose header has been read, chunk bytes at a time.
+func echoStreamed(r *bufio.Reader, w *bufio.Writer, h ws.Header, wb []byte, chunk int64) error {
+	out := ws.Header{Fin: h.Fin, Rsv: h.Rsv, OpCode: h.OpCode, Length: h.Length}
+	if err := ws.WriteHeaderBuffer(w, out, wb); err != nil {
+		return err
+	}
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	if int64(cap(*bp)) < chunk {
+		*bp = make([]byte, chunk)
+	}
+	buf := (*bp)[:chunk]
+	for off := int64(0); off < h.Length; {
+		p := buf[:min(chunk, h.Length-off)]
+		if _, err := io.ReadFull(r, p); err != nil {
+			return err
+		}
+		if h.Masked {
+			ws.Cipher(p, h.Mask, int(off))
+		}
+		if _, err := w.Write(p); err != nil {
+			return err
+		}
+		off += int64(len(p))
+	}
+	return nil
 }
