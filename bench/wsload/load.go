@@ -27,7 +27,6 @@ type loadConn struct {
 	werr   error         // writer-owned (a connection with its own writer goroutine)
 	rerr   error
 	dead   atomic.Bool // reader has returned
-	shared bool        // rate mode: sent by a rateShard (writes never block), not a goroutine of its own
 	win    *window     // throughput mode: free window slots (reader to writer)
 }
 
@@ -131,10 +130,7 @@ func isTimeout(err error) bool {
 // windowWriteLoop keeps up to the window's slots of messages in flight, batching every message it
 // may send into one Write; the messages of one batch carry the same send time.
 func (lc *loadConn) windowWriteLoop(epoch time.Time, win *window, stop <-chan struct{}) {
-	payload := make([]byte, lc.size)
-	for i := msgHeader; i < len(payload); i++ {
-		payload[i] = byte(i)
-	}
+	payload := newPayload(lc.size)
 	var seq uint64
 	for {
 		n := win.take(stop)
@@ -161,6 +157,23 @@ func (lc *loadConn) windowWriteLoop(epoch time.Time, win *window, stop <-chan st
 	}
 }
 
+// newPayload returns a message body of size bytes: room for the header, then filler.
+func newPayload(size int) []byte {
+	payload := make([]byte, size)
+	for i := msgHeader; i < len(payload); i++ {
+		payload[i] = byte(i)
+	}
+	return payload
+}
+
+// noteLag records how late a scheduled send left (rate mode; writer-owned).
+func (lc *loadConn) noteLag(late, limit time.Duration) {
+	lc.lag.record(late)
+	if late > limit {
+		lc.behind++
+	}
+}
+
 // rateShard sends the scheduled messages of many connections from one goroutine: rate mode on
 // plain TCP, where offer never blocks. lcs[j] sends every interval from offsets[j] until end
 // (offsets ascending and below interval, so the sends come round by round in the order of lcs),
@@ -170,10 +183,7 @@ func (lc *loadConn) windowWriteLoop(epoch time.Time, win *window, stop <-chan st
 // A send's lateness is taken when it leaves, so a slow write shows in the lateness of the
 // sends after it.
 func rateShard(lcs []*loadConn, offsets []time.Duration, base time.Time, shift, interval, warmup, end, lagLimit time.Duration) {
-	payload := make([]byte, lcs[0].size)
-	for i := msgHeader; i < len(payload); i++ {
-		payload[i] = byte(i)
-	}
+	payload := newPayload(lcs[0].size)
 	seqs := make([]uint64, len(lcs))
 	round, j := time.Duration(0), 0
 	for {
@@ -188,11 +198,7 @@ func rateShard(lcs []*loadConn, offsets []time.Duration, base time.Time, shift, 
 		}
 		lc := lcs[j]
 		if next >= warmup {
-			late := now - next
-			lc.lag.record(late)
-			if late > lagLimit {
-				lc.behind++
-			}
+			lc.noteLag(now-next, lagLimit)
 		}
 		putHeader(payload, seqs[j], shift+next)
 		if lc.c.offer(opBinary, payload) == nil {
@@ -211,10 +217,7 @@ func rateShard(lcs []*loadConn, offsets []time.Duration, base time.Time, shift, 
 // carries the scheduled time, so the queueing delay is part of its measured latency (no
 // coordinated omission). Messages due together are written in one batch.
 func (lc *loadConn) scheduledWriteLoop(base time.Time, shift, offset, interval, warmup, end, lagLimit time.Duration) {
-	payload := make([]byte, lc.size)
-	for i := msgHeader; i < len(payload); i++ {
-		payload[i] = byte(i)
-	}
+	payload := newPayload(lc.size)
 	var seq uint64
 	next := offset
 	for {
@@ -231,11 +234,7 @@ func (lc *loadConn) scheduledWriteLoop(base time.Time, shift, offset, interval, 
 		b := c.wbuf[:0]
 		for next <= now && next < end {
 			if next >= warmup {
-				late := now - next
-				lc.lag.record(late)
-				if late > lagLimit {
-					lc.behind++
-				}
+				lc.noteLag(now-next, lagLimit)
 			}
 			putHeader(payload, seq, shift+next)
 			seq++
@@ -340,7 +339,7 @@ func runLoad(o *options) (*result, error) {
 		if !rateMode {
 			lc.win = newWindow(o.window)
 		} else {
-			lc.shared = c.setNonblocking(&flushers)
+			c.setNonblocking(&flushers) // then sent by a rateShard, not a goroutine of its own
 		}
 		opened[i] = lc
 		readers.Add(1)
@@ -394,7 +393,7 @@ func runLoad(o *options) (*result, error) {
 	}, runtime.GOMAXPROCS(0))
 	for i, lc := range lcs {
 		offset := interval * time.Duration(i) / time.Duration(len(lcs))
-		if lc.shared {
+		if lc.c.nonblocking {
 			sh := &shards[i%len(shards)]
 			sh.lcs = append(sh.lcs, lc)
 			sh.offsets = append(sh.offsets, offset)
@@ -465,7 +464,7 @@ func runLoad(o *options) (*result, error) {
 	readers.Wait()
 	// Flushers still writing (to a target that stopped reading) end at a write deadline.
 	for _, lc := range lcs {
-		if lc.shared {
+		if lc.c.nonblocking {
 			_ = lc.c.nc.SetWriteDeadline(time.Now())
 		}
 	}
@@ -486,7 +485,7 @@ func runLoad(o *options) (*result, error) {
 		}
 		lag.merge(&lc.lag)
 		werr := lc.werr
-		if lc.shared {
+		if lc.c.nonblocking {
 			werr = lc.c.writeErr()
 		}
 		if werr != nil || lc.rerr != nil {

@@ -244,15 +244,12 @@ func (c *conn) writeFrame(op byte, payload []byte) error {
 }
 
 // setNonblocking makes the connection's writes go through offer, with flushers counting its
-// flusher goroutines. It reports false (and changes nothing) where writes cannot be tried
-// without blocking: over TLS, or on a platform without a tryWriter.
-func (c *conn) setNonblocking(flushers *sync.WaitGroup) bool {
-	tw := newTryWriter(c.nc)
-	if tw == nil {
-		return false
+// flusher goroutines. It changes nothing where writes cannot be tried without blocking: over
+// TLS, or on a platform without a tryWriter.
+func (c *conn) setNonblocking(flushers *sync.WaitGroup) {
+	if tw := newTryWriter(c.nc); tw != nil {
+		c.nonblocking, c.tw, c.flushers = true, tw, flushers
 	}
-	c.nonblocking, c.tw, c.flushers = true, tw, flushers
-	return true
 }
 
 // offer writes one frame without ever blocking the caller. What the socket does not take at
