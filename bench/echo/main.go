@@ -109,41 +109,10 @@ func echo(r *bufio.Reader, w *bufio.Writer, whole, chunk int64) error {
 			return fmt.Errorf("frame of %d bytes too large", h.Length)
 		}
 		if h.Length > whole && h.OpCode&0x8 == 0 { // control frames are at most 125 bytes
-			if err := echoStreamed(r, w, h, wb, chunk); err != nil {
-				return err
-			}
-			if r.Buffered() == 0 {
-				if err := w.Flush(); err != nil {
-					return err
-				}
-			}
-			continue
+			err = echoStreamed(r, w, h, wb, chunk)
+		} else {
+			err = echoWhole(r, w, h, wb)
 		}
-		bp := bufPool.Get().(*[]byte)
-		if int64(cap(*bp)) < h.Length {
-			*bp = make([]byte, h.Length)
-		}
-		p := (*bp)[:h.Length]
-		if _, err := io.ReadFull(r, p); err != nil {
-			bufPool.Put(bp)
-			return err
-		}
-		if h.Masked {
-			ws.Cipher(p, h.Mask, 0)
-		}
-		out := ws.Header{Fin: h.Fin, Rsv: h.Rsv, OpCode: h.OpCode, Length: h.Length}
-		switch h.OpCode {
-		case ws.OpPing:
-			out.OpCode = ws.OpPong
-		case ws.OpPong:
-			bufPool.Put(bp)
-			continue
-		}
-		err = ws.WriteHeaderBuffer(w, out, wb)
-		if err == nil {
-			_, err = w.Write(p)
-		}
-		bufPool.Put(bp)
 		if err != nil {
 			return err
 		}
@@ -156,6 +125,35 @@ func echo(r *bufio.Reader, w *bufio.Writer, whole, chunk int64) error {
 			}
 		}
 	}
+}
+
+// echoWhole echoes frame h, whose header has been read, from one pooled buffer: a ping as a
+// pong, a pong not at all.
+func echoWhole(r *bufio.Reader, w *bufio.Writer, h ws.Header, wb []byte) error {
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	if int64(cap(*bp)) < h.Length {
+		*bp = make([]byte, h.Length)
+	}
+	p := (*bp)[:h.Length]
+	if _, err := io.ReadFull(r, p); err != nil {
+		return err
+	}
+	out := ws.Header{Fin: h.Fin, Rsv: h.Rsv, OpCode: h.OpCode, Length: h.Length}
+	switch h.OpCode {
+	case ws.OpPing:
+		out.OpCode = ws.OpPong
+	case ws.OpPong:
+		return nil
+	}
+	if h.Masked {
+		ws.Cipher(p, h.Mask, 0)
+	}
+	if err := ws.WriteHeaderBuffer(w, out, wb); err != nil {
+		return err
+	}
+	_, err := w.Write(p)
+	return err
 }
 
 // echoStreamed echoes data frame h, whose header has been read, chunk bytes at a time.

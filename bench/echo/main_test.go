@@ -131,3 +131,30 @@ func BenchmarkEcho(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*frames), "ns/frame")
 }
+
+// TestEchoFlushesAfterAPong: a data frame and a pong that arrive together, with nothing after
+// them, get the data frame's echo at once (the pong, which is not answered, must not leave it
+// unflushed while the backend waits for more input).
+func TestEchoFlushesAfterAPong(t *testing.T) {
+	client, server := net.Pipe()
+	defer client.Close()
+	done := make(chan error, 1)
+	go func() {
+		defer server.Close()
+		done <- Echo(bufio.NewReader(server), bufio.NewWriter(server))
+	}()
+	in := append(maskedFrames(1, 5), 0x8A, 0x80, 1, 2, 3, 4) // binary frame, then an empty pong
+	_ = client.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := client.Write(in); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 7)
+	if _, err := io.ReadFull(client, got); err != nil {
+		t.Fatalf("no echo of the data frame before more input: %v", err)
+	}
+	if want := []byte{0x82, 5, 0, 0, 0, 0, 0}; !bytes.Equal(got, want) {
+		t.Fatalf("echoed % x, want % x", got, want)
+	}
+	client.Close()
+	<-done
+}
