@@ -47,8 +47,9 @@ func serverFrame(b0 byte, payload []byte) []byte {
 
 // FuzzEcho: Echo parses what a client sends. Any bytes: no panic, and no more bytes out than
 // in (frames come back unmasked, pongs not at all). Frames built from the input (data and
-// continuation frames of any size, pings, pongs, a close), with the whole-frame limit and the
-// streaming chunk also taken from the input so that both ways of echoing run: every data
+// continuation frames of any size, pings, pongs, a close), with the whole-frame limit, the
+// streaming chunk and the reader's and writer's buffer sizes also taken from the input so that
+// every way of echoing runs (a run from the buffer, whole frames, streamed ones): every data
 // frame comes back unmasked with the same first byte and payload, every ping as a pong with
 // its payload, pongs are dropped, and a close is echoed and ends the connection.
 func FuzzEcho(f *testing.F) {
@@ -75,6 +76,7 @@ func FuzzEcho(f *testing.F) {
 			return b
 		}
 		whole, chunk := int64(next()%80), 1+int64(next()%40)
+		rsize, wsize := 16+int(next()%128), 16+int(next()%128)
 		var in, want []byte
 		closed := false
 		for k := 0; k < 8 && len(data) > 0; k++ {
@@ -109,11 +111,11 @@ func FuzzEcho(f *testing.F) {
 			}
 		}
 		out.Reset()
-		w.Reset(&out)
-		err := echo(bufio.NewReaderSize(bytes.NewReader(in), 16), w, whole, chunk)
+		w = bufio.NewWriterSize(&out, wsize)
+		err := echo(bufio.NewReaderSize(bytes.NewReader(in), rsize), w, whole, chunk)
 		_ = w.Flush()
 		if !bytes.Equal(out.Bytes(), want) {
-			t.Fatalf("whole %d, chunk %d: echoed\n% x\nwant\n% x", whole, chunk, out.Bytes(), want)
+			t.Fatalf("whole %d, chunk %d, buffers %d/%d: echoed\n% x\nwant\n% x", whole, chunk, rsize, wsize, out.Bytes(), want)
 		}
 		if closed && err != nil || !closed && err != io.EOF {
 			t.Fatalf("echo ended with %v (close sent: %v), want nil after a close, io.EOF otherwise", err, closed)
