@@ -11,8 +11,10 @@ import (
 	"time"
 )
 
-// loadConn is one connection of a throughput or rate run: a writer goroutine (window-limited or
-// scheduled) and a reader goroutine that checks sequence numbers and records round trips.
+// loadConn is one connection of a throughput or rate run: a reader goroutine that checks
+// sequence numbers and records round trips, and a sender. On plain TCP the throughput sender is
+// the reader itself (refill) and the rate sender is a rateShard shared with other
+// connections; over TLS each connection has a writer goroutine (window-limited or scheduled).
 type loadConn struct {
 	c      *conn
 	size   int
@@ -27,7 +29,28 @@ type loadConn struct {
 	werr   error         // writer-owned (a connection with its own writer goroutine)
 	rerr   error
 	dead   atomic.Bool // reader has returned
-	win    *window     // throughput mode: free window slots (reader to writer)
+	win    *window     // throughput mode over TLS: free window slots (reader to writer)
+
+	// Throughput mode on plain TCP: the reader sends a new message for each echo it reads,
+	// while sending is set.
+	sending *atomic.Bool
+	payload []byte // under c.wmu
+	next    uint64 // the next sequence number; under c.wmu
+}
+
+// refill sends n messages of a throughput connection on plain TCP in one write that never
+// waits (offer), stamped now. The reader calls it for the echoes of each read batch, in place
+// of waking a writer goroutine: one goroutine hand-off less per batch on the generator's core.
+func (lc *loadConn) refill(n int, now time.Duration) {
+	_ = lc.c.offerWith(func(b []byte) []byte {
+		for range n {
+			putHeader(lc.payload, lc.next, now)
+			lc.next++
+			b = lc.c.appendFrame(b, opBinary, lc.payload)
+		}
+		lc.sent.Store(lc.next)
+		return b
+	}) // an error is the connection's write error, reported with the results
 }
 
 // window counts a throughput connection's free slots: the reader gives back the slots of the
@@ -77,7 +100,8 @@ func (w *window) take(stop <-chan struct{}) int {
 }
 
 // readLoop reads lc's echoes until an error, recording round trips on the messages' clock
-// (time since epoch), and hands freed window slots back to the writer through win. The
+// (time since epoch), and hands freed window slots back to the writer through win, or sends
+// their messages itself (refill) while lc.sending is set. The
 // round trip of a message stamped before measureFrom (on the messages' clock) goes to the
 // warm-up histogram; measureFrom is read atomically as nanoseconds, since it is only known
 // once the connections are open.
@@ -113,10 +137,15 @@ func (lc *loadConn) readLoop(epoch time.Time, win *window, stopping *atomic.Bool
 			lc.unique.Store(lc.chk.unique)
 			pending++
 		}
-		// Hand the freed window slots to the writer once per read batch (when the next read
-		// will be a syscall), so it wakes once and writes them all in one go.
-		if win != nil && pending > 0 && lc.c.br.Buffered() == 0 {
-			win.give(pending)
+		// Hand the freed window slots on once per read batch (when the next read will be a
+		// syscall), so their messages leave together in one write.
+		if pending > 0 && lc.c.br.Buffered() == 0 {
+			switch {
+			case win != nil:
+				win.give(pending)
+			case lc.sending != nil && lc.sending.Load():
+				lc.refill(pending, now)
+			}
 			pending = 0
 		}
 	}
@@ -323,7 +352,7 @@ func runLoad(o *options) (*result, error) {
 		return nil, err
 	}
 	epoch := time.Now()
-	var stopping atomic.Bool
+	var stopping, sending atomic.Bool
 	var measureFrom atomic.Int64 // on the messages' clock; nothing counts as measured until set
 	measureFrom.Store(math.MaxInt64)
 	var readers, flushers sync.WaitGroup
@@ -336,10 +365,13 @@ func runLoad(o *options) (*result, error) {
 			lc.warm = new(hist)
 			lc.warm.prefault()
 		}
-		if !rateMode {
+		c.setNonblocking(&flushers) // then sent by a rateShard or the reader, not a goroutine of its own
+		switch {
+		case rateMode:
+		case c.nonblocking:
+			lc.sending, lc.payload = &sending, newPayload(o.size)
+		default:
 			lc.win = newWindow(o.window)
-		} else {
-			c.setNonblocking(&flushers) // then sent by a rateShard, not a goroutine of its own
 		}
 		opened[i] = lc
 		readers.Add(1)
@@ -393,6 +425,9 @@ func runLoad(o *options) (*result, error) {
 	}, runtime.GOMAXPROCS(0))
 	for i, lc := range lcs {
 		offset := interval * time.Duration(i) / time.Duration(len(lcs))
+		if lc.c.nonblocking && !rateMode {
+			continue // the reader sends, after the first window below
+		}
 		if lc.c.nonblocking {
 			sh := &shards[i%len(shards)]
 			sh.lcs = append(sh.lcs, lc)
@@ -421,6 +456,14 @@ func runLoad(o *options) (*result, error) {
 			}()
 		}
 	}
+	if !rateMode {
+		sending.Store(true)
+		for _, lc := range lcs {
+			if lc.sending != nil {
+				lc.refill(o.window, time.Since(epoch))
+			}
+		}
+	}
 	// Warm up, then run for the duration; the echo and send counts at both ends of the
 	// measured part give the throughput figures.
 	counts := func() (recv, sent uint64) {
@@ -438,6 +481,7 @@ func runLoad(o *options) (*result, error) {
 	wall := time.Since(measured)
 	recvAtStop, sentAtStop := counts()
 	close(stop)
+	sending.Store(false)
 	writers.Wait()
 	selfCPU, tgtCPU := meter.stop()
 	res.CoresBusy = meter.coresBusy

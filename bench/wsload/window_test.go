@@ -2,8 +2,14 @@ package main
 
 import (
 	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/gorilla/websocket"
 )
 
 // TestWindowKeepsSlotsInFlight runs a writer and a reader over a window of 8 slots, the way
@@ -79,3 +85,82 @@ func TestWindowKeepsSlotsInFlight(t *testing.T) {
 }
 
 var errTooMany = errors.New("more messages in flight than the window has slots")
+
+// TestThroughputKeepsWindow: in throughput mode a connection has exactly -window messages
+// unanswered at a time, whoever sends them: the reader itself over ws:// (refill), a writer
+// goroutine over wss://. The server answers in bursts: it waits for a full window, checks that
+// nothing beyond it arrives within 30 ms, then echoes the window. A sender that overran the
+// window would be caught by that check; one that lost a slot would stall the run.
+func TestThroughputKeepsWindow(t *testing.T) {
+	for _, secure := range []bool{false, true} {
+		t.Run(map[bool]string{false: "ws", true: "wss"}[secure], func(t *testing.T) {
+			const window = 4
+			var over atomic.Int64
+			up := websocket.Upgrader{CheckOrigin: func(*http.Request) bool { return true }}
+			h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				c, err := up.Upgrade(w, r, nil)
+				if err != nil {
+					return
+				}
+				defer c.Close()
+				msgs := make(chan []byte, 4*window)
+				go func() {
+					defer close(msgs)
+					for {
+						_, m, err := c.ReadMessage()
+						if err != nil {
+							return
+						}
+						msgs <- m
+					}
+				}()
+				for {
+					batch := make([][]byte, 0, window)
+					for len(batch) < window {
+						m, ok := <-msgs
+						if !ok {
+							return
+						}
+						batch = append(batch, m)
+					}
+					select {
+					case _, ok := <-msgs:
+						if !ok {
+							return
+						}
+						over.Add(1)
+					case <-time.After(30 * time.Millisecond):
+					}
+					for _, m := range batch {
+						if c.WriteMessage(websocket.BinaryMessage, m) != nil {
+							return
+						}
+					}
+				}
+			})
+			var srv *httptest.Server
+			if secure {
+				srv = httptest.NewTLSServer(h)
+			} else {
+				srv = httptest.NewServer(h)
+			}
+			t.Cleanup(srv.Close)
+			o := testOptions(srv, 2)
+			o.window = window
+			if secure {
+				o.url = "wss" + strings.TrimPrefix(srv.URL, "https") + "/"
+				o.insecure = true
+			}
+			res, err := runLoad(o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n := over.Load(); n != 0 {
+				t.Fatalf("%d messages arrived beyond a full window of %d", n, window)
+			}
+			if res.Errors != 0 || res.Msgs < 4*window {
+				t.Fatalf("want at least %d echoes in the measured part and no errors: %+v", 4*window, res)
+			}
+		})
+	}
+}

@@ -79,7 +79,7 @@ type conn struct {
 	wmu  sync.Mutex // serialises writes (data writer vs pong replies)
 	wbuf []byte     // frames being batched for one Write
 
-	// Writes that never block (rate mode on plain TCP, see offer). All under wmu.
+	// Writes that never block (plain TCP, see offer). All under wmu.
 	nonblocking bool            // set before the connection's reader starts
 	tw          *tryWriter      // writes that do not wait for room in the socket
 	flushers    *sync.WaitGroup // counts the flusher goroutines of nonblocking connections
@@ -257,16 +257,22 @@ func (c *conn) setNonblocking(flushers *sync.WaitGroup) {
 // connection's own until the queue is empty: a connection whose target stops reading holds
 // up no other connection sharing the caller's goroutine, and its frames stay in order.
 func (c *conn) offer(op byte, payload []byte) error {
+	return c.offerWith(func(b []byte) []byte { return c.appendFrame(b, op, payload) })
+}
+
+// offerWith is offer for the frames that build appends to the buffer it is given (with wmu
+// held), so that several frames leave in one write.
+func (c *conn) offerWith(build func(b []byte) []byte) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if c.werr != nil {
 		return c.werr
 	}
 	if c.flushing {
-		c.backlog = c.appendFrame(c.backlog, op, payload)
+		c.backlog = build(c.backlog)
 		return nil
 	}
-	c.wbuf = c.appendFrame(c.wbuf[:0], op, payload)
+	c.wbuf = build(c.wbuf[:0])
 	n, err := c.tw.write(c.wbuf)
 	if err != nil {
 		c.werr = err
