@@ -198,3 +198,28 @@ func TestClaimedLengthCostsNoMemory(t *testing.T) {
 		t.Fatalf("allocated %d bytes for a frame that sent 1 byte of its 64 MiB", got)
 	}
 }
+
+// TestReadMessageAllocatesNothing: reading a message, whole or in fragments, allocates nothing
+// once the reassembly buffer has grown: the generator's cost per message is the target's
+// echoes, not garbage.
+func TestReadMessageAllocatesNothing(t *testing.T) {
+	payload := make([]byte, 64)
+	var stream []byte
+	for range 1100 {
+		stream = append(stream, serverFrame(true, opBinary, payload, false, 0)...)
+		stream = append(stream, serverFrame(false, opText, payload[:30], false, 0)...)
+		stream = append(stream, serverFrame(true, opCont, payload[30:], true, 0x01020304)...)
+	}
+	c, _ := streamConn(stream)
+	c.br = bufio.NewReaderSize(bytes.NewReader(stream), 4096)
+	allocs := testing.AllocsPerRun(1000, func() {
+		for range 2 {
+			if _, p, err := c.readMessage(); err != nil || len(p) != 64 {
+				t.Fatalf("readMessage: %d bytes, %v", len(p), err)
+			}
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("%.1f allocations per two messages, want 0", allocs)
+	}
+}

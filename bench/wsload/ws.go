@@ -88,8 +88,10 @@ type conn struct {
 	flushing    bool            // a flusher owns the socket's writes until backlog is empty
 	werr        error           // a nonblocking connection's first write error
 
-	rbuf []byte // reassembly buffer for fragmented messages
-	mask uint64 // xorshift state for mask keys
+	rbuf []byte    // reassembly buffer for fragmented messages
+	hdr  [14]byte  // readMessage's frame header (reader-owned, here so it is not allocated per frame)
+	cb   [125]byte // readMessage's control frame payload (reader-owned)
+	mask uint64    // xorshift state for mask keys
 
 	inbox chan idleMsg // idle mode: what readIdle read
 }
@@ -330,7 +332,7 @@ func (c *conn) writeErr() error {
 // payload; the payload aliases an internal buffer valid until the next call. Pings are answered,
 // pongs ignored. A close frame yields errClosed.
 func (c *conn) readMessage() (byte, []byte, error) {
-	var hdr [14]byte
+	hdr := &c.hdr
 	msgOp := byte(0)
 	c.rbuf = c.rbuf[:0]
 	for {
@@ -364,7 +366,7 @@ func (c *conn) readMessage() (byte, []byte, error) {
 			return 0, nil, fmt.Errorf("frame of %d bytes is too large", n)
 		}
 		if op >= opClose { // control frame, possibly between fragments
-			var cb [125]byte
+			cb := &c.cb
 			if n > 125 {
 				return 0, nil, errors.New("control frame too long")
 			}
