@@ -12,9 +12,10 @@ import (
 )
 
 // loadConn is one connection of a throughput or rate run: a reader goroutine that checks
-// sequence numbers and records round trips, and a sender. On plain TCP the throughput sender is
-// the reader itself (refill) and the rate sender is a rateShard shared with other
-// connections; over TLS each connection has a writer goroutine (window-limited or scheduled).
+// sequence numbers and records round trips, and a sender. The throughput sender is the reader
+// itself (refill), except over TLS with more than readerSendMax bytes in flight, where it is a
+// writer goroutine woken through a window. The rate sender is a rateShard shared with other
+// connections on plain TCP, a writer goroutine of the connection's own over TLS.
 type loadConn struct {
 	c      *conn
 	size   int
@@ -29,28 +30,51 @@ type loadConn struct {
 	werr   error         // writer-owned (a connection with its own writer goroutine)
 	rerr   error
 	dead   atomic.Bool // reader has returned
-	win    *window     // throughput mode over TLS: free window slots (reader to writer)
+	win    *window     // throughput mode with a writer goroutine: free window slots (reader to writer)
 
-	// Throughput mode on plain TCP: the reader sends a new message for each echo it reads,
-	// while sending is set.
+	// Throughput mode without a writer goroutine: the reader sends a new message for each
+	// echo it reads, while sending is set.
 	sending *atomic.Bool
 	payload []byte // under c.wmu
 	next    uint64 // the next sequence number; under c.wmu
 }
 
-// refill sends n messages of a throughput connection on plain TCP in one write that never
-// waits (offer), stamped now. The reader calls it for the echoes of each read batch, in place
-// of waking a writer goroutine: one goroutine hand-off less per batch on the generator's core.
+// readerSendMax is the most bytes a throughput connection may have in flight for its reader to
+// send over TLS. A TLS write cannot be tried without waiting, so the reader's write may block;
+// it can then only wait on its own unread echoes if those fill a socket buffer on the way
+// back, and no buffer on the way (64 KiB at least on Linux) fills with this much.
+const readerSendMax = 64 << 10
+
+// refill sends n messages of a throughput connection in one write, stamped now: on plain TCP a
+// write that never waits (offer); over TLS a blocking one, the window being small
+// (readerSendMax). The reader calls it for the echoes of each read batch, in place of waking a
+// writer goroutine: one goroutine hand-off less per batch on the generator's core. A write
+// error is kept as the connection's (c.werr, reported with the results), and later refills
+// send nothing.
 func (lc *loadConn) refill(n int, now time.Duration) {
-	_ = lc.c.offerWith(func(b []byte) []byte {
+	c := lc.c
+	build := func(b []byte) []byte {
 		for range n {
 			putHeader(lc.payload, lc.next, now)
 			lc.next++
-			b = lc.c.appendFrame(b, opBinary, lc.payload)
+			b = c.appendFrame(b, opBinary, lc.payload)
 		}
 		lc.sent.Store(lc.next)
 		return b
-	}) // an error is the connection's write error, reported with the results
+	}
+	if c.nonblocking {
+		_ = c.offerWith(build)
+		return
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.werr != nil {
+		return
+	}
+	c.wbuf = build(c.wbuf[:0])
+	if _, err := c.nc.Write(c.wbuf); err != nil {
+		c.werr = err
+	}
 }
 
 // window counts a throughput connection's free slots: the reader gives back the slots of the
@@ -368,7 +392,7 @@ func runLoad(o *options) (*result, error) {
 		c.setNonblocking(&flushers) // then sent by a rateShard or the reader, not a goroutine of its own
 		switch {
 		case rateMode:
-		case c.nonblocking:
+		case c.nonblocking || o.window*(o.size+14) <= readerSendMax:
 			lc.sending, lc.payload = &sending, newPayload(o.size)
 		default:
 			lc.win = newWindow(o.window)
@@ -425,7 +449,7 @@ func runLoad(o *options) (*result, error) {
 	}, runtime.GOMAXPROCS(0))
 	for i, lc := range lcs {
 		offset := interval * time.Duration(i) / time.Duration(len(lcs))
-		if lc.c.nonblocking && !rateMode {
+		if lc.sending != nil {
 			continue // the reader sends, after the first window below
 		}
 		if lc.c.nonblocking {
@@ -504,6 +528,9 @@ func runLoad(o *options) (*result, error) {
 	stopping.Store(true)
 	for _, lc := range lcs {
 		_ = lc.c.nc.SetReadDeadline(time.Now())
+		if lc.sending != nil && !lc.c.nonblocking {
+			_ = lc.c.nc.SetWriteDeadline(time.Now()) // a reader in a blocking write
+		}
 	}
 	readers.Wait()
 	// Flushers still writing (to a target that stopped reading) end at a write deadline.
@@ -529,7 +556,7 @@ func runLoad(o *options) (*result, error) {
 		}
 		lag.merge(&lc.lag)
 		werr := lc.werr
-		if lc.c.nonblocking {
+		if lc.sending != nil || lc.c.nonblocking {
 			werr = lc.c.writeErr()
 		}
 		if werr != nil || lc.rerr != nil {

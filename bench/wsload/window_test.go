@@ -87,13 +87,19 @@ func TestWindowKeepsSlotsInFlight(t *testing.T) {
 var errTooMany = errors.New("more messages in flight than the window has slots")
 
 // TestThroughputKeepsWindow: in throughput mode a connection has exactly -window messages
-// unanswered at a time, whoever sends them: the reader itself over ws:// (refill), a writer
-// goroutine over wss://. The server answers in bursts: it waits for a full window, checks that
-// nothing beyond it arrives within 30 ms, then echoes the window. A sender that overran the
-// window would be caught by that check; one that lost a slot would stall the run.
+// unanswered at a time, whoever sends them: the reader itself (refill) over ws://, and over
+// wss:// while the window is at most readerSendMax bytes; a writer goroutine over wss://
+// beyond that. The server answers in bursts: it waits for a full window, checks that nothing
+// beyond it arrives within 30 ms, then echoes the window. A sender that overran the window
+// would be caught by that check; one that lost a slot would stall the run.
 func TestThroughputKeepsWindow(t *testing.T) {
-	for _, secure := range []bool{false, true} {
-		t.Run(map[bool]string{false: "ws", true: "wss"}[secure], func(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		secure bool
+		size   int
+	}{{"ws", false, 64}, {"wss", true, 64}, {"wss-writer", true, readerSendMax / 3}} {
+		secure := tc.secure
+		t.Run(tc.name, func(t *testing.T) {
 			const window = 4
 			var over atomic.Int64
 			up := websocket.Upgrader{CheckOrigin: func(*http.Request) bool { return true }}
@@ -146,7 +152,7 @@ func TestThroughputKeepsWindow(t *testing.T) {
 			}
 			t.Cleanup(srv.Close)
 			o := testOptions(srv, 2)
-			o.window = window
+			o.window, o.size = window, tc.size
 			if secure {
 				o.url = "wss" + strings.TrimPrefix(srv.URL, "https") + "/"
 				o.insecure = true

@@ -86,7 +86,7 @@ type conn struct {
 	backlog     []byte          // bytes behind a write the socket did not take whole
 	spare       []byte          // the flusher's other buffer
 	flushing    bool            // a flusher owns the socket's writes until backlog is empty
-	werr        error           // a nonblocking connection's first write error
+	werr        error           // the first write error of offer, or of a throughput reader's refill
 
 	rbuf []byte    // reassembly buffer for fragmented messages
 	hdr  [14]byte  // readMessage's frame header (reader-owned, here so it is not allocated per frame)
@@ -317,7 +317,7 @@ func (c *conn) flush() {
 	}
 }
 
-// writeErr is a nonblocking connection's write error, if any; a timeout (the end of the run)
+// writeErr is the write error kept by offer or refill, if any; a timeout (the end of the run)
 // is not one.
 func (c *conn) writeErr() error {
 	c.wmu.Lock()
