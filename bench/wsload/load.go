@@ -389,10 +389,10 @@ func runLoad(o *options) (*result, error) {
 			lc.warm = new(hist)
 			lc.warm.prefault()
 		}
-		c.setNonblocking(&flushers) // then sent by a rateShard or the reader, not a goroutine of its own
+		c.setNonblocking(&flushers) // plain TCP: then sent by a rateShard or the reader, not a goroutine of its own
 		switch {
 		case rateMode:
-		case c.nonblocking || o.window*(o.size+14) <= readerSendMax:
+		case c.nonblocking || o.window*(o.size+maxHeader) <= readerSendMax:
 			lc.sending, lc.payload = &sending, newPayload(o.size)
 		default:
 			lc.win = newWindow(o.window)

@@ -71,6 +71,9 @@ func checkLoopback(u *url.URL) error {
 	return nil
 }
 
+// maxHeader is a frame header's largest size: 2 bytes, an 8-byte length, a 4-byte mask key.
+const maxHeader = 14
+
 // conn is one client WebSocket connection.
 type conn struct {
 	nc net.Conn
@@ -88,10 +91,10 @@ type conn struct {
 	flushing    bool            // a flusher owns the socket's writes until backlog is empty
 	werr        error           // the first write error of offer, or of a throughput reader's refill
 
-	rbuf []byte    // reassembly buffer for fragmented messages
-	hdr  [14]byte  // readMessage's frame header (reader-owned, here so it is not allocated per frame)
-	cb   [125]byte // readMessage's control frame payload (reader-owned)
-	mask uint64    // xorshift state for mask keys
+	rbuf []byte          // reassembly buffer for fragmented messages
+	hdr  [maxHeader]byte // readMessage's frame header (reader-owned, here so it is not allocated per frame)
+	cb   [125]byte       // readMessage's control frame payload (reader-owned)
+	mask uint64          // xorshift state for mask keys
 
 	inbox chan idleMsg // idle mode: what readIdle read
 }
