@@ -45,36 +45,22 @@ type loadConn struct {
 // back, and no buffer on the way (64 KiB at least on Linux) fills with this much.
 const readerSendMax = 64 << 10
 
-// refill sends n messages of a throughput connection in one write, stamped now: on plain TCP a
-// write that never waits (offer); over TLS a blocking one, the window being small
+// refill sends n messages of a throughput connection in one write, stamped now (writeWith): on
+// plain TCP a write that never waits; over TLS a blocking one, the window being small
 // (readerSendMax). The reader calls it for the echoes of each read batch, in place of waking a
 // writer goroutine: one goroutine hand-off less per batch on the generator's core. A write
-// error is kept as the connection's (c.werr, reported with the results), and later refills
-// send nothing.
+// error is kept as the connection's (reported with the results), and later refills send
+// nothing.
 func (lc *loadConn) refill(n int, now time.Duration) {
-	c := lc.c
-	build := func(b []byte) []byte {
+	_ = lc.c.writeWith(func(b []byte) []byte {
 		for range n {
 			putHeader(lc.payload, lc.next, now)
 			lc.next++
-			b = c.appendFrame(b, opBinary, lc.payload)
+			b = lc.c.appendFrame(b, opBinary, lc.payload)
 		}
 		lc.sent.Store(lc.next)
 		return b
-	}
-	if c.nonblocking {
-		_ = c.offerWith(build)
-		return
-	}
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	if c.werr != nil {
-		return
-	}
-	c.wbuf = build(c.wbuf[:0])
-	if _, err := c.nc.Write(c.wbuf); err != nil {
-		c.werr = err
-	}
+	})
 }
 
 // window counts a throughput connection's free slots: the reader gives back the slots of the

@@ -89,7 +89,7 @@ type conn struct {
 	backlog     []byte          // bytes behind a write the socket did not take whole
 	spare       []byte          // the flusher's other buffer
 	flushing    bool            // a flusher owns the socket's writes until backlog is empty
-	werr        error           // the first write error of offer, or of a throughput reader's refill
+	werr        error           // the first write error of offer or writeWith
 
 	rbuf []byte          // reassembly buffer for fragmented messages
 	hdr  [maxHeader]byte // readMessage's frame header (reader-owned, here so it is not allocated per frame)
@@ -236,15 +236,28 @@ func maskBytes(p []byte, k uint32) {
 	}
 }
 
-// writeFrame writes one frame immediately (or, on a nonblocking connection, offers it).
+// writeFrame writes one frame immediately (see writeWith).
 func (c *conn) writeFrame(op byte, payload []byte) error {
+	return c.writeWith(func(b []byte) []byte { return c.appendFrame(b, op, payload) })
+}
+
+// writeWith writes the frames that build appends to the buffer it is given (with wmu held) in
+// one write: offered on a nonblocking connection (offerWith), a blocking write otherwise. Either
+// way the first write error is kept as the connection's (werr), and later writes return it.
+func (c *conn) writeWith(build func(b []byte) []byte) error {
 	if c.nonblocking {
-		return c.offer(op, payload)
+		return c.offerWith(build)
 	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	c.wbuf = c.appendFrame(c.wbuf[:0], op, payload)
+	if c.werr != nil {
+		return c.werr
+	}
+	c.wbuf = build(c.wbuf[:0])
 	_, err := c.nc.Write(c.wbuf)
+	if err != nil {
+		c.werr = err
+	}
 	return err
 }
 
@@ -320,7 +333,7 @@ func (c *conn) flush() {
 	}
 }
 
-// writeErr is the write error kept by offer or refill, if any; a timeout (the end of the run)
+// writeErr is the write error kept by offer or writeWith, if any; a timeout (the end of the run)
 // is not one.
 func (c *conn) writeErr() error {
 	c.wmu.Lock()
