@@ -125,6 +125,8 @@ func TestParseErrors(t *testing.T) {
 			"Empty curves", 6, 14},
 		{"cert_file without key_file", "listen \"a\" {\n  address = \":1\"\n  tls {\n    cert_file = \"c\"\n  }\n}\n",
 			"Missing required argument", 4, 5},
+		{"key_file without cert_file", "listen \"a\" {\n  address = \":1\"\n  tls {\n    key_file = \"k\"\n  }\n}\n",
+			"Missing required argument", 4, 5},
 		{"bad CIDR", "listen \"a\" {\n  address = \":1\"\n  trusted_proxies = [\"10.0.0.0/8\", \"10.0.0/8\"]\n}\n",
 			"Invalid CIDR", 3, 36},
 		{"bad address", "listen \"a\" {\n  address = \"443\"\n}\n",

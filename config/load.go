@@ -300,7 +300,7 @@ func (d *decoder) tls(b *hcl.Block, addressAt map[string]hcl.Range) *TLS {
 	var filesAt *hcl.Range
 	certAttr, keyAttr := c.Attributes["cert_file"], c.Attributes["key_file"]
 	if certAttr != nil || keyAttr != nil {
-		rng := b.DefRange
+		var rng hcl.Range
 		if certAttr != nil {
 			rng = certAttr.NameRange
 		} else {

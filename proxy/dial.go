@@ -189,7 +189,6 @@ func handshake(conn net.Conn, req *BackendRequest) (*Backend, error) {
 type limitedPeek struct {
 	br   *bufio.Reader
 	left int
-	seen int // trailing "\r\n" state: counts consecutive line ends
 	done bool
 }
 
