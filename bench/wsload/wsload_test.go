@@ -346,7 +346,7 @@ func TestMaskMatchesDefinition(t *testing.T) {
 	c := &conn{mask: 1}
 	f := c.appendFrame(nil, opBinary, src[:130])
 	if len(f) != 4+4+130 || !bytes.Equal(f[:4], []byte{0x82, 0x80 | 126, 0, 130}) {
-		t.Fatalf("frame header % x", f[:8])
+		t.Fatalf("frame header % x", f[:min(8, len(f))])
 	}
 	k := [4]byte(f[4:8])
 	for i, v := range f[8:] {
