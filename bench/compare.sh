@@ -18,7 +18,7 @@
 #   BASE_REV  the git revision wsgate-base is built from (default HEAD: the last commit, so
 #             uncommitted work in "wsgate" is compared with what it changes)
 #   ROWS      rows to run (default: tp64 tp64k rate ratemany idle idlewss hswss tpwss; also
-#             ratewss)
+#             ratewss and tpwssrec)
 #   IDLE_N    idle connections (default 10000, lowered to fit the open-file limit)
 #   MANY_N    connections of the ratemany row, each sending 1 msg/s (default 8000, lowered
 #             like IDLE_N)
@@ -395,6 +395,7 @@ run_row() {
 	idlewss) args=(-mode idle -url "$tls" -insecure -n "$IDLE_N" -settle 2s) ;;
 	hswss) args=(-mode handshake -url "$tls" -insecure -c 32 -d "$DUR") ;;
 	tpwss) args=(-mode throughput -url "$tls" -insecure -c 100 -window 8 -size 64 -d "$DUR" -warmup "$WARMUP") ;;
+	tpwssrec) args=(-mode throughput -url "$tls" -insecure -split -c 100 -window 8 -size 64 -d "$DUR" -warmup "$WARMUP") ;;
 	ratewss) args=(-mode rate -url "$tls" -insecure -c 1000 -rate 20000 -size 128 -d "$DUR" -warmup "$WARMUP") ;;
 	*)
 		log "unknown row $row"

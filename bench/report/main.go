@@ -136,6 +136,7 @@ var rows = []struct {
 	{"idlewss", "idle wss://", []metric{mBytes, mOpen, mAlive, mErr}},
 	{"hswss", "wss handshakes × 32 workers", []metric{mHS, mHSPC, mP50, mP99, mP999, mTCPU, mGCPU, mMachHS, mOther, mErr}},
 	{"tpwss", "wss throughput 64 B × 100 conns × window 8", []metric{mMsgs, mMsgsPC, mP50, mP99, mP999, mTCPU, mGCPU, mMachM, mOther, mErr}},
+	{"tpwssrec", "wss throughput 64 B × 100 conns × window 8, a TLS record per message", []metric{mMsgs, mMsgsPC, mP50, mP99, mP999, mTCPU, mGCPU, mMachM, mOther, mErr}},
 	{"ratewss", "wss rate 20,000 msg/s × 128 B over 1,000 conns", []metric{mP50, mP99, mP999, mWarm, mBehind, mTCPU, mGCPU, mOther, mErr}},
 }
 

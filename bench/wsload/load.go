@@ -186,7 +186,7 @@ func (lc *loadConn) windowWriteLoop(epoch time.Time, win *window, stop <-chan st
 			b = c.appendFrame(b, opBinary, payload)
 		}
 		c.wbuf = b
-		_, err := c.nc.Write(b)
+		err := c.writeFrames(b)
 		c.wmu.Unlock()
 		lc.sent.Store(seq)
 		if err != nil {
@@ -281,7 +281,7 @@ func (lc *loadConn) scheduledWriteLoop(base time.Time, shift, offset, interval, 
 			next += interval
 		}
 		c.wbuf = b
-		_, err := c.nc.Write(b)
+		err := c.writeFrames(b)
 		c.wmu.Unlock()
 		lc.sent.Store(seq)
 		if err != nil {
@@ -361,6 +361,9 @@ func runLoad(o *options) (*result, error) {
 	if err != nil {
 		return nil, err
 	}
+	if o.split && dc.TLS == nil {
+		return nil, errors.New("-split needs a wss:// URL (it makes every message a TLS record of its own)")
+	}
 	epoch := time.Now()
 	var stopping, sending atomic.Bool
 	var measureFrom atomic.Int64 // on the messages' clock; nothing counts as measured until set
@@ -374,6 +377,9 @@ func runLoad(o *options) (*result, error) {
 		if o.warmup > 0 {
 			lc.warm = new(hist)
 			lc.warm.prefault()
+		}
+		if o.split {
+			c.split = frameSize(o.size)
 		}
 		c.setNonblocking(&flushers) // plain TCP: then sent by a rateShard or the reader, not a goroutine of its own
 		switch {
@@ -390,7 +396,7 @@ func runLoad(o *options) (*result, error) {
 			lc.readLoop(epoch, lc.win, &stopping, &measureFrom)
 		}()
 	})
-	res := &result{Mode: o.mode, URL: o.url, Conns: o.conns, Size: o.size, ConnErrors: failed}
+	res := &result{Mode: o.mode, URL: o.url, Conns: o.conns, Size: o.size, Split: o.split, ConnErrors: failed}
 	if firstErr != nil {
 		res.FirstError = firstErr.Error()
 	}

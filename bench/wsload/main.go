@@ -47,6 +47,7 @@ type options struct {
 	timeout    time.Duration
 	dialPar    int
 	label      string
+	split      bool
 }
 
 func (o *options) dialConfig() (*dialConfig, error) {
@@ -117,6 +118,7 @@ type result struct {
 	URL      string  `json:"url"`
 	Conns    int     `json:"conns"`
 	Window   int     `json:"window,omitempty"`
+	Split    bool    `json:"split,omitempty"`
 	Size     int     `json:"size,omitempty"`
 	Rate     float64 `json:"rate,omitempty"`
 	Duration float64 `json:"duration_s"`
@@ -183,6 +185,9 @@ func (r *result) setLatency(h *hist) {
 func (r *result) print(w *os.File) {
 	p := func(format string, a ...any) { fmt.Fprintf(w, format+"\n", a...) }
 	p("wsload %s %s  conns=%d duration=%.1fs", r.Mode, r.URL, r.Conns, r.Duration)
+	if r.Split {
+		p("  one TLS record per message (-split)")
+	}
 	switch r.Mode {
 	case "throughput", "rate":
 		if r.Mode == "rate" {
@@ -250,6 +255,7 @@ func main() {
 	flag.DurationVar(&o.drain, "drain", 3*time.Second, "how long to wait for in-flight echoes after the run")
 	flag.DurationVar(&o.timeout, "timeout", 10*time.Second, "connect + handshake timeout")
 	flag.IntVar(&o.dialPar, "dial-par", 64, "concurrent dials while opening connections")
+	flag.BoolVar(&o.split, "split", false, "throughput, rate over wss: write each message on its own, one TLS record per message as browsers send them (default: a batch's messages in one write)")
 	flag.StringVar(&o.label, "label", "", "free text copied into the JSON output")
 	cpuProfile := flag.String("cpuprofile", "", "write the generator's CPU profile to this file")
 	traceFile := flag.String("trace", "", "write the generator's execution trace (go tool trace) to this file")

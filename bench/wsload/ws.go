@@ -93,6 +93,11 @@ type conn struct {
 	flushing    bool            // a flusher owns the socket's writes until backlog is empty
 	werr        error           // the first write error of offer or writeWith
 
+	// split, when not 0, is the length of every data frame this connection sends (they all
+	// carry one message size): a batch is then written one frame per Write, so over TLS each
+	// message is a record of its own, as browsers send them.
+	split int
+
 	rbuf []byte          // reassembly buffer for fragmented messages
 	hdr  [maxHeader]byte // readMessage's frame header (reader-owned, here so it is not allocated per frame)
 	cb   [125]byte       // readMessage's control frame payload (reader-owned)
@@ -248,11 +253,40 @@ func (c *conn) writeWith(build func(b []byte) []byte) error {
 		return c.werr
 	}
 	c.wbuf = build(c.wbuf[:0])
-	_, err := c.nc.Write(c.wbuf)
+	err := c.writeFrames(c.wbuf)
 	if err != nil {
 		c.werr = err
 	}
 	return err
+}
+
+// writeFrames writes b, a batch of whole data frames, with blocking writes: in one Write, or
+// with split set one Write per frame. Called with wmu held.
+func (c *conn) writeFrames(b []byte) error {
+	if c.split == 0 {
+		_, err := c.nc.Write(b)
+		return err
+	}
+	for len(b) > 0 {
+		n := min(c.split, len(b))
+		if _, err := c.nc.Write(b[:n]); err != nil {
+			return err
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+// frameSize is the length of a masked data frame carrying n payload bytes, as appendFrame
+// builds it.
+func frameSize(n int) int {
+	switch {
+	case n < 126:
+		return 2 + 4 + n
+	case n <= 0xFFFF:
+		return 4 + 4 + n
+	}
+	return 10 + 4 + n
 }
 
 // setNonblocking makes the connection's writes go through offer, with flushers counting its
