@@ -140,6 +140,9 @@ type tlsSocket struct {
 	*net.TCPConn
 	raw   syscall.RawConn
 	owner atomic.Pointer[side]
+	// nowait: Read returns errNoRecord at once instead of reading the socket. Set by the
+	// side's pump around readBuffered (the only reader, under crypto/tls's input lock).
+	nowait bool
 }
 
 // TLSSocket returns what crypto/tls should run over for c: c itself unless it is a TCP
@@ -161,6 +164,9 @@ func TLSSocket(c net.Conn) net.Conn {
 // the read deadline), with a raw recvfrom: no scheduler hand-off around the call and no file
 // layer work, as for plain sides.
 func (t *tlsSocket) Read(b []byte) (int, error) {
+	if t.nowait {
+		return 0, errNoRecord
+	}
 	r := rawReaderPool.Get().(*rawReader)
 	r.b, r.n, r.err = b, 0, nil
 	err := t.raw.Read(r.fn)

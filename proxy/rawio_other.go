@@ -19,6 +19,9 @@ func rawWriteAll(*side, []byte) error { return errors.ErrUnsupported }
 func TLSSocket(c net.Conn) net.Conn { return c }
 
 // tlsSocket is never made here.
-type tlsSocket struct{ *net.TCPConn }
+type tlsSocket struct {
+	*net.TCPConn
+	nowait bool
+}
 
 func (*tlsSocket) setOwner(*side) {}

@@ -57,7 +57,8 @@ func getPumpReader(r io.Reader) *bufio.Reader {
 // complete in the buffer, and waits in the runtime's poller only once a read came back short,
 // so a burst costs one read(2) and no read that finds nothing. On TLS it waits by reading one
 // byte through the tls.Conn (which may hold decrypted bytes the socket does not show); that
-// byte is then served first by Read, in front of the connection.
+// byte is then served first by Read, in front of the connection, with every record crypto/tls
+// already holds behind it (readBuffered).
 type waiter struct {
 	raw syscall.RawConn       // the TCP socket's raw access; nil for TLS or non-socket connections
 	fn  func(fd uintptr) bool // the RawConn.Read callback (side.readable), bound once
@@ -300,6 +301,9 @@ func (s *side) Read(p []byte) (int, error) {
 	if w.n > w.off {
 		k := copy(p, w.one[w.off:w.n])
 		w.off += uint16(k)
+		if w.tlsSock && w.err == nil {
+			k += s.readBuffered(p[k:])
+		}
 		return k, nil
 	}
 	if err := w.err; err != nil {
@@ -310,12 +314,49 @@ func (s *side) Read(p []byte) (int, error) {
 		n, err := s.conn.Read(p)
 		if n > 0 {
 			s.markSeen()
+			if w.tlsSock && err == nil {
+				n += s.readBuffered(p[n:])
+			}
 		} else if s.notice(err) {
 			continue
 		}
 		return n, err
 	}
 }
+
+// readBuffered reads into p, without reading the socket, what a TLS side's tls.Conn holds:
+// the rest of the record being served and the records already received whole. crypto/tls
+// returns one record per Read, and a client that sends each message in a record of its own
+// (browsers do) would otherwise have each relayed in a write of its own; this way the
+// messages that came in one socket read leave in one write, as on a plain side. An error
+// met after the bytes (the peer's close_notify, say) is kept in w.err for the next Read.
+func (s *side) readBuffered(p []byte) (n int) {
+	t := s.socket()
+	t.nowait = true
+	for n < len(p) {
+		k, err := s.conn.Read(p[n:])
+		n += k
+		if err != nil {
+			if err != errNoRecord {
+				s.w.err = err
+			}
+			break
+		}
+	}
+	t.nowait = false
+	return n
+}
+
+// errNoRecord is what a TLS side's socket returns to crypto/tls in readBuffered once no whole
+// record is left buffered. It is a temporary net.Error, so crypto/tls keeps the partial
+// record, if any, and the connection stays usable.
+var errNoRecord net.Error = noRecord{}
+
+type noRecord struct{}
+
+func (noRecord) Error() string   { return "no whole TLS record buffered" }
+func (noRecord) Timeout() bool   { return true }
+func (noRecord) Temporary() bool { return true }
 
 // rawRead runs fn in the socket's RawConn.Read (waiting in the runtime's poller while fn
 // reports false), retried like Read after a park request or shutdown notice.

@@ -893,6 +893,9 @@ func (p *Pair) writeData(dst *side, b []byte) bool {
 		return false
 	}
 	p.armWriteDeadline(dst)
+	if testDataWrites != nil {
+		testDataWrites[dst.who].Add(1)
+	}
 	err := dst.write(b)
 	dst.wmu.Unlock()
 	if err != nil {
@@ -968,6 +971,10 @@ func (p *Pair) setWriteDeadline(s *side, wt time.Duration) {
 		}
 	}
 }
+
+// testDataWrites, when set (by tests, before any pair runs), counts writeData's writes to
+// each side, each before it is made.
+var testDataWrites *[2]atomic.Int64
 
 // testDeadlineSets, when set (by tests, before any pair runs), counts write deadlines set or
 // cleared by the relay.

@@ -177,12 +177,23 @@ func countDeadlineSets(t *testing.T) *atomic.Int64 {
 // and returns the test's TLS client and plain backend ends.
 func tlsTestPair(t *testing.T, opts Options) (client *tls.Conn, backend *net.TCPConn, done chan Result) {
 	t.Helper()
+	return tlsTestPairOver(t, opts, nil)
+}
+
+// tlsTestPairOver is tlsTestPair with the test client's TLS running over wrap(its TCP
+// connection) (nil: the connection itself).
+func tlsTestPairOver(t testing.TB, opts Options, wrap func(net.Conn) net.Conn) (client *tls.Conn, backend *net.TCPConn, done chan Result) {
+	t.Helper()
 	cg, ct := tcpPair(t)
 	srv := tls.Server(TLSSocket(cg), &tls.Config{Certificates: []tls.Certificate{testcert.TLS(t)}})
 	if _, ok := srv.NetConn().(*tlsSocket); !ok {
 		t.Fatalf("TLSSocket gave %T, want *tlsSocket", srv.NetConn())
 	}
-	client = tls.Client(ct, &tls.Config{InsecureSkipVerify: true})
+	var cc net.Conn = ct
+	if wrap != nil {
+		cc = wrap(ct)
+	}
+	client = tls.Client(cc, &tls.Config{InsecureSkipVerify: true})
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Handshake() }()
 	if err := client.Handshake(); err != nil {
