@@ -4,7 +4,9 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
+	mrand "math/rand/v2"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -196,5 +198,70 @@ func BenchmarkRelayTLS(b *testing.B) {
 			backend.Close()
 			<-done
 		})
+	}
+}
+
+// TestTLSRecordsAnyCut: whatever way the client's records are cut into TCP segments, and
+// whatever way its frames are cut into records, the backend gets every message whole and in
+// order. 20 seeded runs of 40 messages of 1 B to 3 KiB; a third of the frames are written in
+// two records, and the held bytes leave in random pieces, some after a pause.
+func TestTLSRecordsAnyCut(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	for seed := range uint64(20) {
+		rng := mrand.New(mrand.NewPCG(seed, 7))
+		var hc *heldConn
+		client, backend, done := tlsTestPairOver(t, Options{CloseTimeout: time.Second},
+			func(c net.Conn) net.Conn { hc = &heldConn{Conn: c}; return hc })
+		bbr := bufio.NewReader(backend)
+		hc.mu.Lock()
+		hc.hold = true
+		hc.mu.Unlock()
+
+		var msgs [][]byte
+		for i := range 40 {
+			msg := make([]byte, 1+rng.IntN(3<<10))
+			for j := range msg {
+				msg[j] = byte(i + j)
+			}
+			msgs = append(msgs, msg)
+			frame := clientFrame(wsframe.OpBinary, msg)
+			if rng.IntN(3) == 0 {
+				cut := rng.IntN(len(frame))
+				client.Write(frame[:cut])
+				frame = frame[cut:]
+			}
+			if _, err := client.Write(frame); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got := make(chan error, 1)
+		go func() {
+			for i, msg := range msgs {
+				h, p, err := readFrame(backend, bbr)
+				if err != nil || h.Opcode != wsframe.OpBinary || !bytes.Equal(p, msg) {
+					got <- fmt.Errorf("seed %d, message %d (%d B): backend got %v, %d B, %v", seed, i, len(msg), h.Opcode, len(p), err)
+					return
+				}
+			}
+			got <- nil
+		}()
+		for {
+			hc.mu.Lock()
+			left := len(hc.held)
+			hc.mu.Unlock()
+			if left == 0 {
+				break
+			}
+			hc.flush(t, 1+rng.IntN(min(left, 4<<10)))
+			if rng.IntN(4) == 0 {
+				time.Sleep(time.Millisecond)
+			}
+		}
+		if err := <-got; err != nil {
+			t.Fatal(err)
+		}
+		client.Close()
+		backend.Close()
+		<-done
 	}
 }
