@@ -63,20 +63,7 @@ func benchRelay(b *testing.B, newPair func(testing.TB, Options) (net.Conn, net.C
 				}
 			}
 			rounds := b.N/batch + 1
-			want := int64(rounds*batch) * outPerFrame
-			sunk := make(chan int64, 1)
-			go func() {
-				buf := make([]byte, 64<<10)
-				var n int64
-				for n < want {
-					k, err := backend.Read(buf)
-					n += int64(k)
-					if err != nil {
-						break
-					}
-				}
-				sunk <- n
-			}()
+			end := sinkBackend(b, client, backend, done, int64(rounds*batch)*outPerFrame)
 			b.SetBytes(int64(size))
 			b.ReportAllocs()
 			b.ResetTimer()
@@ -85,14 +72,36 @@ func benchRelay(b *testing.B, newPair func(testing.TB, Options) (net.Conn, net.C
 					b.Fatal(err)
 				}
 			}
-			if n := <-sunk; n != want {
-				b.Fatalf("backend read %d bytes, want %d", n, want)
-			}
-			b.StopTimer()
-			client.Close()
-			backend.Close()
-			<-done
+			end()
 		})
+	}
+}
+
+// sinkBackend reads and drops what the relay writes to backend, in a goroutine, until want
+// bytes came. The returned end waits for them (failing b if fewer came), stops the timer and
+// closes the pair.
+func sinkBackend(b *testing.B, client, backend net.Conn, done chan Result, want int64) (end func()) {
+	sunk := make(chan int64, 1)
+	go func() {
+		buf := make([]byte, 64<<10)
+		var n int64
+		for n < want {
+			k, err := backend.Read(buf)
+			n += int64(k)
+			if err != nil {
+				break
+			}
+		}
+		sunk <- n
+	}()
+	return func() {
+		if n := <-sunk; n != want {
+			b.Fatalf("backend read %d bytes, want %d", n, want)
+		}
+		b.StopTimer()
+		client.Close()
+		backend.Close()
+		<-done
 	}
 }
 

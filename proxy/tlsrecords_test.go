@@ -160,20 +160,7 @@ func BenchmarkRelayTLS(b *testing.B) {
 			}
 			frameLen := len(frames) / batch
 			rounds := b.N/batch + 1
-			want := int64(rounds * batch * (2 + 4 + size))
-			sunk := make(chan int64, 1)
-			go func() {
-				buf := make([]byte, 64<<10)
-				var n int64
-				for n < want {
-					k, err := backend.Read(buf)
-					n += int64(k)
-					if err != nil {
-						break
-					}
-				}
-				sunk <- n
-			}()
+			end := sinkBackend(b, client, backend, done, int64(rounds*batch*(2+4+size)))
 			hc.mu.Lock()
 			hc.hold = true
 			hc.mu.Unlock()
@@ -190,13 +177,7 @@ func BenchmarkRelayTLS(b *testing.B) {
 				}
 				hc.flush(b, -1)
 			}
-			if n := <-sunk; n != want {
-				b.Fatalf("backend read %d bytes, want %d", n, want)
-			}
-			b.StopTimer()
-			client.Close()
-			backend.Close()
-			<-done
+			end()
 		})
 	}
 }
