@@ -63,7 +63,7 @@ func benchRelay(b *testing.B, newPair func(testing.TB, Options) (net.Conn, net.C
 				}
 			}
 			rounds := b.N/batch + 1
-			end := sinkBackend(b, client, backend, done, int64(rounds*batch)*outPerFrame)
+			end := sink(b, backend, client, done, int64(rounds*batch)*outPerFrame)
 			b.SetBytes(int64(size))
 			b.ReportAllocs()
 			b.ResetTimer()
@@ -77,16 +77,16 @@ func benchRelay(b *testing.B, newPair func(testing.TB, Options) (net.Conn, net.C
 	}
 }
 
-// sinkBackend reads and drops what the relay writes to backend, in a goroutine, until want
-// bytes came. The returned end waits for them (failing b if fewer came), stops the timer and
-// closes the pair.
-func sinkBackend(b *testing.B, client, backend net.Conn, done chan Result, want int64) (end func()) {
+// sink reads and drops what the relay writes to from (one end of a pair), in a goroutine,
+// until want bytes came. The returned end waits for them (failing b if fewer came), stops the
+// timer, closes from and other (the pair's other end) and waits for the pair to finish.
+func sink(b *testing.B, from, other net.Conn, done chan Result, want int64) (end func()) {
 	sunk := make(chan int64, 1)
 	go func() {
 		buf := make([]byte, 64<<10)
 		var n int64
 		for n < want {
-			k, err := backend.Read(buf)
+			k, err := from.Read(buf)
 			n += int64(k)
 			if err != nil {
 				break
@@ -96,11 +96,11 @@ func sinkBackend(b *testing.B, client, backend net.Conn, done chan Result, want 
 	}()
 	return func() {
 		if n := <-sunk; n != want {
-			b.Fatalf("backend read %d bytes, want %d", n, want)
+			b.Fatalf("read %d bytes, want %d", n, want)
 		}
 		b.StopTimer()
-		client.Close()
-		backend.Close()
+		from.Close()
+		other.Close()
 		<-done
 	}
 }

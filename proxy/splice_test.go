@@ -6,7 +6,6 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net"
 	"testing"
@@ -364,12 +363,7 @@ func BenchmarkRelayDown(b *testing.B) {
 				frames = wsframe.AppendFrame(frames, wsframe.Header{Fin: true, Opcode: wsframe.OpBinary}, make([]byte, size))
 			}
 			rounds := b.N/batch + 1
-			want := int64(rounds) * int64(len(frames))
-			sunk := make(chan int64, 1)
-			go func() {
-				n, _ := io.CopyN(io.Discard, ct, want)
-				sunk <- n
-			}()
+			end := sink(b, ct, bt, done, int64(rounds)*int64(len(frames)))
 			b.SetBytes(size)
 			b.ReportAllocs()
 			b.ResetTimer()
@@ -378,13 +372,7 @@ func BenchmarkRelayDown(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			if n := <-sunk; n != want {
-				b.Fatalf("client read %d bytes, want %d", n, want)
-			}
-			b.StopTimer()
-			ct.Close()
-			bt.Close()
-			<-done
+			end()
 		})
 	}
 }

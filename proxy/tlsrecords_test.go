@@ -160,7 +160,7 @@ func BenchmarkRelayTLS(b *testing.B) {
 			}
 			frameLen := len(frames) / batch
 			rounds := b.N/batch + 1
-			end := sinkBackend(b, client, backend, done, int64(rounds*batch*(2+4+size)))
+			end := sink(b, backend, client, done, int64(rounds*batch*(2+4+size)))
 			hc.mu.Lock()
 			hc.hold = true
 			hc.mu.Unlock()
