@@ -40,6 +40,7 @@ type run struct {
 	TargetCPU  float64   `json:"target_cpu"`
 	FirstError string    `json:"first_error"`
 	CoresBusy  []float64 `json:"cores_busy"`
+	CoresSteal []float64 `json:"cores_steal"`
 }
 
 var proxyCPU = 0
@@ -64,6 +65,50 @@ func otherLoad(r *run) float64 {
 		o = 0
 	}
 	return o
+}
+
+// hostSteal is the CPU time the hypervisor took from this machine's cores during the run,
+// in cores summed over all of them: time the target, the generator and the backend lost
+// while wanting to run. -1 for results without it (older wsload).
+func hostSteal(r *run) float64 {
+	if len(r.CoresSteal) == 0 {
+		return -1
+	}
+	var s float64
+	for _, v := range r.CoresSteal {
+		s += v
+	}
+	return s
+}
+
+// hasMetric reports whether ms shows m.
+func hasMetric(ms []metric, m metric) bool {
+	for _, x := range ms {
+		if x.name == m.name {
+			return true
+		}
+	}
+	return false
+}
+
+// A round is disturbed when the host or other processes took at least this share of a core.
+const (
+	stealDisturbs = 0.05
+	otherDisturbs = 0.10
+)
+
+// disturbed says what disturbed round r (host steal, other load on the proxy's core), or ""
+// when neither reached its threshold: the round's figures say more about the machine than
+// about the target.
+func disturbed(r *run) string {
+	var why []string
+	if s := hostSteal(r); s >= stealDisturbs {
+		why = append(why, fmt.Sprintf("host steal %.2f cores", s))
+	}
+	if o := otherLoad(r); o >= otherDisturbs {
+		why = append(why, fmt.Sprintf("other load %.2f on the proxy core", o))
+	}
+	return strings.Join(why, ", ")
 }
 
 // machinePer returns the busy time of every CPU of the machine (all processes: the target,
@@ -114,6 +159,7 @@ var (
 	mGCPU  = metric{"generator CPU (cores)", func(r *run) float64 { return r.GenCPU }, false}
 	mErr   = metric{"errors", func(r *run) float64 { return r.Errors }, false}
 	mOther = metric{"other load on proxy core", otherLoad, true}
+	mSteal = metric{"host steal (cores)", hostSteal, true}
 	// Per target core: the figure divided by the CPU the target used, which stays meaningful
 	// when other processes take part of the target's core.
 	mMsgsPC = metric{"msgs/s per target core", perCore(func(r *run) float64 { return r.MsgsPerSec }), true}
@@ -128,16 +174,16 @@ var rows = []struct {
 	id, title string
 	metrics   []metric
 }{
-	{"tp64", "throughput 64 B × 100 conns × window 8", []metric{mMsgs, mMsgsPC, mP50, mP99, mP999, mTCPU, mGCPU, mMachM, mOther, mErr}},
-	{"tp64k", "throughput 64 KiB × 10 conns × window 4", []metric{mMB, mMBPC, mMsgs, mP50, mP99, mP999, mTCPU, mGCPU, mMachM, mOther, mErr}},
-	{"rate", "rate 20,000 msg/s × 128 B over 1,000 conns", []metric{mP50, mP99, mP999, mWarm, mBehind, mTCPU, mGCPU, mOther, mErr}},
-	{"ratemany", "rate 1 msg/s per conn × 128 B over many conns", []metric{mConns, mP50, mP99, mP999, mWarm, mBehind, mTCPU, mGCPU, mOther, mErr}},
+	{"tp64", "throughput 64 B × 100 conns × window 8", []metric{mMsgs, mMsgsPC, mP50, mP99, mP999, mTCPU, mGCPU, mMachM, mOther, mSteal, mErr}},
+	{"tp64k", "throughput 64 KiB × 10 conns × window 4", []metric{mMB, mMBPC, mMsgs, mP50, mP99, mP999, mTCPU, mGCPU, mMachM, mOther, mSteal, mErr}},
+	{"rate", "rate 20,000 msg/s × 128 B over 1,000 conns", []metric{mP50, mP99, mP999, mWarm, mBehind, mTCPU, mGCPU, mOther, mSteal, mErr}},
+	{"ratemany", "rate 1 msg/s per conn × 128 B over many conns", []metric{mConns, mP50, mP99, mP999, mWarm, mBehind, mTCPU, mGCPU, mOther, mSteal, mErr}},
 	{"idle", "idle ws://", []metric{mBytes, mOpen, mAlive, mErr}},
 	{"idlewss", "idle wss://", []metric{mBytes, mOpen, mAlive, mErr}},
-	{"hswss", "wss handshakes × 32 workers", []metric{mHS, mHSPC, mP50, mP99, mP999, mTCPU, mGCPU, mMachHS, mOther, mErr}},
-	{"tpwss", "wss throughput 64 B × 100 conns × window 8", []metric{mMsgs, mMsgsPC, mP50, mP99, mP999, mTCPU, mGCPU, mMachM, mOther, mErr}},
-	{"tpwssrec", "wss throughput 64 B × 100 conns × window 8, a TLS record per message", []metric{mMsgs, mMsgsPC, mP50, mP99, mP999, mTCPU, mGCPU, mMachM, mOther, mErr}},
-	{"ratewss", "wss rate 20,000 msg/s × 128 B over 1,000 conns", []metric{mP50, mP99, mP999, mWarm, mBehind, mTCPU, mGCPU, mOther, mErr}},
+	{"hswss", "wss handshakes × 32 workers", []metric{mHS, mHSPC, mP50, mP99, mP999, mTCPU, mGCPU, mMachHS, mOther, mSteal, mErr}},
+	{"tpwss", "wss throughput 64 B × 100 conns × window 8", []metric{mMsgs, mMsgsPC, mP50, mP99, mP999, mTCPU, mGCPU, mMachM, mOther, mSteal, mErr}},
+	{"tpwssrec", "wss throughput 64 B × 100 conns × window 8, a TLS record per message", []metric{mMsgs, mMsgsPC, mP50, mP99, mP999, mTCPU, mGCPU, mMachM, mOther, mSteal, mErr}},
+	{"ratewss", "wss rate 20,000 msg/s × 128 B over 1,000 conns", []metric{mP50, mP99, mP999, mWarm, mBehind, mTCPU, mGCPU, mOther, mSteal, mErr}},
 }
 
 func main() {
@@ -215,11 +261,16 @@ func render(out io.Writer, in io.Reader, targets []string, ref string) {
 			}
 		}
 		for _, t := range targets {
-			for _, r := range res[row.id+" "+t] {
+			for k, r := range res[row.id+" "+t] {
 				if r.Skipped != "" {
 					notes = append(notes, fmt.Sprintf("%s / %s: not run (%s)", row.id, t, r.Skipped))
-				} else if r.FirstError != "" {
+					continue
+				}
+				if r.FirstError != "" {
 					notes = append(notes, fmt.Sprintf("%s / %s: %s", row.id, t, r.FirstError))
+				}
+				if d := disturbed(r); d != "" && hasMetric(row.metrics, mSteal) {
+					notes = append(notes, fmt.Sprintf("%s / %s, round %d: disturbed (%s)", row.id, t, k+1, d))
 				}
 			}
 		}
@@ -289,7 +340,7 @@ func cell(m metric, rs, ref []*run, isRef bool) string {
 		return "n/a"
 	}
 	s := format(v)
-	if m.name == mOther.name || m.name == mErr.name {
+	if m.name == mOther.name || m.name == mSteal.name || m.name == mErr.name {
 		return s // no ratio: not a property of the target
 	}
 	if len(ref) > 0 && !isRef {

@@ -95,3 +95,32 @@ func TestRenderMachineCPU(t *testing.T) {
 		t.Errorf("got %s\nwant %s", got, want)
 	}
 }
+
+// TestRenderHostSteal: every throughput, rate and handshake row shows the hypervisor's steal
+// summed over the cores, without a ratio (it is the machine's, not the target's), and n/a
+// for results from a wsload that did not report it.
+func TestRenderHostSteal(t *testing.T) {
+	out := renderString(t, `{"label":"tp64 wsgate","msgs_per_s":250000,"target_cpu":0.5,"cores_busy":[0.5,1.0],"cores_steal":[0.25,0.05],"errors":0}
+{"label":"tp64 nginx","msgs_per_s":300000,"target_cpu":0.6,"cores_busy":[0.62,0.98],"cores_steal":[0,0.01],"errors":0}
+{"label":"tp64 haproxy","msgs_per_s":300000,"target_cpu":0.6,"errors":0}`, "wsgate nginx haproxy")
+	if got, want := row(t, out, "host steal (cores)"), "|  | host steal (cores) | 0.30 | 0.01 | n/a |"; got != want {
+		t.Errorf("got %s\nwant %s", got, want)
+	}
+}
+
+// TestRenderDisturbedRounds: a round with host steal or other load on the proxy's core over
+// the thresholds gets a note naming the row, the target and the round, even when the median
+// hides it; quiet rounds and the idle rows (which measure memory) get none.
+func TestRenderDisturbedRounds(t *testing.T) {
+	out := renderString(t, `{"label":"tp64 wsgate","msgs_per_s":250000,"target_cpu":0.5,"cores_busy":[0.5,1.0],"cores_steal":[0,0.01],"errors":0}
+{"label":"tp64 wsgate","msgs_per_s":150000,"target_cpu":0.5,"cores_busy":[0.7,1.0],"cores_steal":[0.04,0.03],"errors":0}
+{"label":"tp64 nginx","msgs_per_s":300000,"target_cpu":0.6,"cores_busy":[0.62,0.98],"cores_steal":[0,0.01],"errors":0}
+{"label":"idle wsgate","bytes_per_conn":3500,"target_cpu":0.01,"cores_busy":[0.5,0.5],"cores_steal":[0.3,0.3],"errors":0}`, "wsgate nginx")
+	want := "- tp64 / wsgate, round 2: disturbed (host steal 0.07 cores, other load 0.20 on the proxy core)"
+	if !strings.Contains(out, want) {
+		t.Errorf("no note %q in\n%s", want, out)
+	}
+	if n := strings.Count(out, "disturbed"); n != 1 {
+		t.Errorf("%d disturbed notes, want 1:\n%s", n, out)
+	}
+}

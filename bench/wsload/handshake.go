@@ -55,6 +55,7 @@ func runHandshake(o *options) (*result, error) {
 	done.Store(true)
 	selfCPU, tgtCPU := meter.stop()
 	res.CoresBusy = meter.coresBusy
+	res.CoresSteal = meter.coresSteal
 	wg.Wait()
 	var h hist
 	for i := range ws {

@@ -56,6 +56,7 @@ func runIdle(o *options) (*result, error) {
 	}
 	res.GenCPU, res.TargetCPU = meter.stop()
 	res.CoresBusy = meter.coresBusy
+	res.CoresSteal = meter.coresSteal
 	res.Duration = time.Since(t0).Seconds()
 
 	// Liveness: echo one message on an evenly spread sample.

@@ -501,6 +501,7 @@ func runLoad(o *options) (*result, error) {
 	writers.Wait()
 	selfCPU, tgtCPU := meter.stop()
 	res.CoresBusy = meter.coresBusy
+	res.CoresSteal = meter.coresSteal
 
 	// Drain: wait (bounded) for the echoes still in flight, then unblock the readers.
 	deadline := time.Now().Add(o.drain)

@@ -170,6 +170,10 @@ type result struct {
 	// CoresBusy is each CPU's busy share over the run, all processes (from /proc/stat): what
 	// is left after the target and the generator is other load disturbing the measurement.
 	CoresBusy []float64 `json:"cores_busy,omitempty"`
+	// CoresSteal is each CPU's share of the run taken by the hypervisor for something else
+	// while this guest had work for it (steal; not in CoresBusy): time a virtual machine's
+	// programs lost without using it.
+	CoresSteal []float64 `json:"cores_steal,omitempty"`
 }
 
 func us(ns int64) float64 { return math.Round(float64(ns)/10) / 100 }
@@ -227,7 +231,11 @@ func (r *result) print(w *os.File) {
 	for i, b := range r.CoresBusy {
 		busy += fmt.Sprintf(" cpu%d %.0f%%", i, b*100)
 	}
-	p("  CPU: generator %.2f cores, target %s; machine busy:%s", r.GenCPU, tgt, busy)
+	steal := ""
+	for i, s := range r.CoresSteal {
+		steal += fmt.Sprintf(" cpu%d %.0f%%", i, s*100)
+	}
+	p("  CPU: generator %.2f cores, target %s; machine busy:%s; host steal:%s", r.GenCPU, tgt, busy, steal)
 }
 
 func main() {

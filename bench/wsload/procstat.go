@@ -86,29 +86,40 @@ func parsePids(s string) ([]int, error) {
 	return out, nil
 }
 
-// coreBusy returns, per CPU, the jiffies spent not idle (all processes) from /proc/stat.
-func coreBusy() []int64 {
+// coreTimes returns, per CPU, the jiffies spent busy (all processes, interrupts included)
+// and the jiffies the hypervisor ran something else while this guest wanted the CPU
+// (steal), from /proc/stat.
+func coreTimes() (busy, steal []int64) {
 	b, err := os.ReadFile("/proc/stat")
 	if err != nil {
-		return nil
+		return nil, nil
 	}
-	var out []int64
-	for _, line := range strings.Split(string(b), "\n") {
+	return parseCoreTimes(string(b))
+}
+
+// parseCoreTimes reads the per-CPU lines of /proc/stat: user nice system idle iowait irq
+// softirq steal. Busy is everything but idle, iowait and steal.
+func parseCoreTimes(stat string) (busy, steal []int64) {
+	for _, line := range strings.Split(stat, "\n") {
 		f := strings.Fields(line)
-		if len(f) < 6 || !strings.HasPrefix(f[0], "cpu") || f[0] == "cpu" {
+		if len(f) < 5 || !strings.HasPrefix(f[0], "cpu") || f[0] == "cpu" {
 			continue
 		}
-		var busy int64
+		var b, st int64
 		for i := 1; i < len(f) && i <= 8; i++ {
-			if i == 4 || i == 5 { // idle, iowait
-				continue
-			}
 			v, _ := strconv.ParseInt(f[i], 10, 64)
-			busy += v
+			switch i {
+			case 4, 5: // idle, iowait
+			case 8:
+				st = v
+			default:
+				b += v
+			}
 		}
-		out = append(out, busy)
+		busy = append(busy, b)
+		steal = append(steal, st)
 	}
-	return out
+	return busy, steal
 }
 
 // cpuMeter measures own and target CPU over an interval.
@@ -118,11 +129,14 @@ type cpuMeter struct {
 	self0, tgt0 time.Duration
 	tgtErr      error
 	cores0      []int64
+	steal0      []int64
 	coresBusy   []float64 // set by stop: each CPU's busy share (all processes), 0..1
+	coresSteal  []float64 // set by stop: each CPU's share taken by the hypervisor, 0..1
 }
 
 func startCPU(pids []int) *cpuMeter {
-	m := &cpuMeter{pids: pids, wall0: time.Now(), self0: selfCPU(), cores0: coreBusy()}
+	m := &cpuMeter{pids: pids, wall0: time.Now(), self0: selfCPU()}
+	m.cores0, m.steal0 = coreTimes()
 	if len(pids) > 0 {
 		m.tgt0, m.tgtErr = procCPU(pids)
 	}
@@ -134,9 +148,10 @@ func startCPU(pids []int) *cpuMeter {
 func (m *cpuMeter) stop() (self, target float64) {
 	wall := time.Since(m.wall0).Seconds()
 	self = (selfCPU() - m.self0).Seconds() / wall
-	if c1 := coreBusy(); len(c1) == len(m.cores0) {
+	if c1, s1 := coreTimes(); len(c1) == len(m.cores0) && len(s1) == len(m.steal0) {
 		for i := range c1 {
 			m.coresBusy = append(m.coresBusy, float64(c1[i]-m.cores0[i])/clkTck/wall)
+			m.coresSteal = append(m.coresSteal, float64(s1[i]-m.steal0[i])/clkTck/wall)
 		}
 	}
 	target = -1
