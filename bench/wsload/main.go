@@ -227,15 +227,16 @@ func (r *result) print(w *os.File) {
 	if r.TargetCPU >= 0 {
 		tgt = fmt.Sprintf("%.2f cores", r.TargetCPU)
 	}
-	busy := ""
-	for i, b := range r.CoresBusy {
-		busy += fmt.Sprintf(" cpu%d %.0f%%", i, b*100)
+	p("  CPU: generator %.2f cores, target %s; machine busy:%s; host steal:%s", r.GenCPU, tgt, perCPU(r.CoresBusy), perCPU(r.CoresSteal))
+}
+
+// perCPU formats shares of each CPU as " cpu0 83% cpu1 97%".
+func perCPU(shares []float64) string {
+	s := ""
+	for i, v := range shares {
+		s += fmt.Sprintf(" cpu%d %.0f%%", i, v*100)
 	}
-	steal := ""
-	for i, s := range r.CoresSteal {
-		steal += fmt.Sprintf(" cpu%d %.0f%%", i, s*100)
-	}
-	p("  CPU: generator %.2f cores, target %s; machine busy:%s; host steal:%s", r.GenCPU, tgt, busy, steal)
+	return s
 }
 
 func main() {
