@@ -23,8 +23,8 @@
 #   MANY_N    connections of the ratemany row, each sending 1 msg/s (default 8000, lowered
 #             like IDLE_N)
 #   REF       reference target for ratios (default nginx)
-#   ROUNDS    run every row this many times (default 1), the targets interleaved and their
-#             order rotated each round; the table shows each figure's median over the rounds,
+#   ROUNDS    run every row this many times (default 1), the targets interleaved, their
+#             order rotated each round and reversed every other round; the table shows each figure's median over the rounds,
 #             and the range of the row's first figure (the machine's noise, measured)
 #   PROXY_QUOTA  cap each target at this fraction of its core (e.g. 0.5; a cgroup CPU quota,
 #             10 ms period; needs root). The generator then has twice the proxy's CPU, so the
@@ -419,10 +419,18 @@ run_row() {
 : >"$W/results.jsonl"
 log "rows: $ROWS; targets: $TARGETS; duration $DUR after a warm-up of $WARMUP; idle $IDLE_N; rounds $ROUNDS"
 read -r -a TLIST <<<"$TARGETS"
+RLIST=()
+for ((i = ${#TLIST[@]} - 1; i >= 0; i--)); do RLIST+=("${TLIST[i]}"); done
 for row in $ROWS; do
 	for ((round = 0; round < ROUNDS; round++)); do
-		# Rotate the order each round, so that no target always runs first after a row change.
-		order=("${TLIST[@]:round % ${#TLIST[@]}}" "${TLIST[@]:0:round % ${#TLIST[@]}}")
+		# Rotate the order each round, so that no target always runs first after a row change,
+		# and reverse it every other round, so that no target always runs right after the same
+		# neighbour (a run can leave the machine faster or slower for the next one).
+		base=("${TLIST[@]}")
+		if ((round % 2 == 1)); then
+			base=("${RLIST[@]}")
+		fi
+		order=("${base[@]:round % ${#base[@]}}" "${base[@]:0:round % ${#base[@]}}")
 		for t in "${order[@]}"; do
 			if [[ -n "${UNAVAILABLE[$t]:-}" ]]; then
 				echo "{\"label\":\"$row $t\",\"skipped\":\"${UNAVAILABLE[$t]}\"}" >>"$W/results.jsonl"
