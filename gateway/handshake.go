@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 
+	"golang.org/x/net/http/httpguts"
+
 	"github.com/wsgate/wsgate/config"
 	"github.com/wsgate/wsgate/internal/httphdr"
 	"github.com/wsgate/wsgate/wsframe"
@@ -92,7 +94,7 @@ func writeRefusal(w io.Writer, r *refusal) error {
 	return err
 }
 
-// readRequest reads the client's request head.
+// readRequest reads the client's request head and checks its header fields.
 func readRequest(br *bufio.Reader, lim *headLimiter) (*http.Request, *refusal) {
 	req, err := http.ReadRequest(br)
 	if err != nil {
@@ -103,6 +105,18 @@ func readRequest(br *bufio.Reader, lim *headLimiter) (*http.Request, *refusal) {
 			return nil, nil // closed before a request: nothing to answer
 		}
 		return nil, refuse(http.StatusBadRequest, "malformed request")
+	}
+	// As net/http's server: http.ReadRequest takes a name with a space in it, say, and the
+	// headers go on to the backend.
+	for k, vs := range req.Header {
+		if !httpguts.ValidHeaderFieldName(k) {
+			return nil, refuse(http.StatusBadRequest, "invalid header name")
+		}
+		for _, v := range vs {
+			if !httpguts.ValidHeaderFieldValue(v) {
+				return nil, refuse(http.StatusBadRequest, "invalid header value")
+			}
+		}
 	}
 	return req, nil
 }
@@ -121,6 +135,11 @@ func checkUpgrade(req *http.Request, rt *config.Route, isTLS bool) *refusal {
 	}
 	if req.Host == "" {
 		return refuse(http.StatusBadRequest, "missing Host header")
+	}
+	if !httpguts.ValidHostHeader(req.Host) {
+		// As net/http's server: RFC 9112 section 3.2 asks a 400 for an invalid Host, and
+		// the value goes on to the backend in X-Forwarded-Host and Forwarded.
+		return refuse(http.StatusBadRequest, "invalid Host header")
 	}
 	if req.ContentLength > 0 || len(req.TransferEncoding) > 0 {
 		return refuse(http.StatusBadRequest, "WebSocket handshake must not have a body")
@@ -198,15 +217,33 @@ func backendHeader(req *http.Request, rt *config.Route, hs *handshake) http.Head
 	if strings.Contains(forIP, ":") {
 		forIP = `"[` + forIP + `]"`
 	}
-	h.Set("Forwarded", "for="+forIP+";host="+quoteIfNeeded(req.Host)+";proto="+proto)
+	h.Set("Forwarded", "for="+forIP+";host="+forwardedValue(req.Host)+";proto="+proto)
 	return h
 }
 
-func quoteIfNeeded(s string) string {
-	if strings.ContainsAny(s, ":[]") {
-		return `"` + s + `"`
+// forwardedValue returns s as a Forwarded parameter value (RFC 7239 section 4): a token as it
+// is, anything else as a quoted-string. A valid Host may hold ',', ';' and '=' (RFC 3986
+// sub-delims), which unquoted would add parameters or elements of the client's choosing (a
+// Host of "x,for=192.0.2.1" a second hop's for=).
+func forwardedValue(s string) string {
+	token := s != ""
+	for i := 0; i < len(s) && token; i++ {
+		token = httpguts.IsTokenRune(rune(s[i]))
 	}
-	return s
+	if token {
+		return s
+	}
+	var b strings.Builder
+	b.Grow(len(s) + 2)
+	b.WriteByte('"')
+	for i := 0; i < len(s); i++ {
+		if s[i] == '"' || s[i] == '\\' {
+			b.WriteByte('\\')
+		}
+		b.WriteByte(s[i])
+	}
+	b.WriteByte('"')
+	return b.String()
 }
 
 // filterProtocols returns the client's subprotocol offers, in order, that the allow-list

@@ -76,6 +76,9 @@ route "/nf404body" { backend = "ws://%[7]s/" }
 		{"POST", "/echo", []string{origin, "X-Method: POST"}, 0, ""}, // replaced below
 		{"missing key", "/echo", []string{"NOUPGRADE", "Upgrade: websocket", "Connection: Upgrade", "Sec-WebSocket-Version: 13", origin}, 400, ""},
 		{"invalid key", "/echo", []string{"NOUPGRADE", "Upgrade: websocket", "Connection: upgrade", "Sec-WebSocket-Version: 13", "Sec-WebSocket-Key: short", origin}, 400, ""},
+		{"invalid Host", "/echo", []string{"Host: a b", origin}, 400, ""},
+		{"Host with a path", "/echo", []string{"Host: example.com/x", origin}, 400, ""},
+		{"space in a header name", "/echo", []string{"X Custom: 1", origin}, 400, ""},
 		{"version 8", "/echo", []string{"NOUPGRADE", "Upgrade: WebSocket", "Connection: keep-alive, Upgrade", "Sec-WebSocket-Version: 8", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", origin}, 426, "Sec-WebSocket-Version: 13"},
 		{"origin not allowed", "/echo", []string{"Origin: https://evil.example"}, 403, ""},
 		{"backend refused", "/refused", nil, 502, ""},

@@ -235,7 +235,8 @@ type rawClient struct {
 }
 
 // dialRaw performs a handshake with extra header lines ("Name: value") and returns the
-// client with the response, whatever its status.
+// client with the response, whatever its status. A "Host: ..." line replaces the default
+// Host (addr); "NOUPGRADE" leaves out the upgrade headers.
 func dialRaw(t *testing.T, addr, path string, headers ...string) *rawClient {
 	t.Helper()
 	conn, err := net.DialTimeout("tcp", addr, 2*time.Second)
@@ -252,18 +253,22 @@ func upgradeRaw(t *testing.T, conn net.Conn, addr, path string, headers ...strin
 	conn.SetDeadline(time.Now().Add(10 * time.Second))
 	var key [16]byte
 	rand.Read(key[:])
-	req := "GET " + path + " HTTP/1.1\r\nHost: " + addr + "\r\n"
+	host := "Host: " + addr
 	hasUpgrade := false
 	for _, h := range headers {
 		if strings.HasPrefix(strings.ToLower(h), "upgrade:") || h == "NOUPGRADE" {
 			hasUpgrade = true
 		}
+		if strings.HasPrefix(strings.ToLower(h), "host:") {
+			host = h
+		}
 	}
+	req := "GET " + path + " HTTP/1.1\r\n" + host + "\r\n"
 	if !hasUpgrade {
 		req += "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: " + base64.StdEncoding.EncodeToString(key[:]) + "\r\n"
 	}
 	for _, h := range headers {
-		if h != "NOUPGRADE" {
+		if h != "NOUPGRADE" && h != host {
 			req += h + "\r\n"
 		}
 	}

@@ -122,6 +122,39 @@ route "/strip" {
 	c2.conn.Close()
 }
 
+// TestForwardedHostQuoted: the client's Host goes to the backend in X-Forwarded-Host as it
+// is and in Forwarded as a token or, when it is not one, a quoted-string (RFC 7239 section 4),
+// so that a Host holding ',', ';' or '=' (valid in a host name, RFC 3986 sub-delims) cannot add
+// an element or a parameter the backend would trust.
+func TestForwardedHostQuoted(t *testing.T) {
+	b := newBackend(t)
+	g := startGateway(t, fmt.Sprintf(`
+listen "pub" { address = "127.0.0.1:0" }
+route "/" { backend = "ws://%s/" }
+`, b.addr()))
+	for _, tc := range []struct{ host, forwarded string }{
+		{"example.com", `for=127.0.0.1;host=example.com;proto=http`},
+		{"example.com:8080", `for=127.0.0.1;host="example.com:8080";proto=http`},
+		{"[::1]:8080", `for=127.0.0.1;host="[::1]:8080";proto=http`},
+		{"x,for=192.0.2.1", `for=127.0.0.1;host="x,for=192.0.2.1";proto=http`},
+		{"x;proto=https", `for=127.0.0.1;host="x;proto=https";proto=http`},
+	} {
+		c := dialRaw(t, g.Addr("pub").String(), "/", "Host: "+tc.host)
+		if c.resp.StatusCode != 101 {
+			t.Fatalf("Host %q: status %d (%s)", tc.host, c.resp.StatusCode, c.body())
+		}
+		h := b.next(t, "request").request.Header
+		if got := h.Values("Forwarded"); len(got) != 1 || got[0] != tc.forwarded {
+			t.Errorf("Host %q: Forwarded %q, want %q", tc.host, got, tc.forwarded)
+		}
+		if got := h.Get("X-Forwarded-Host"); got != tc.host {
+			t.Errorf("Host %q: X-Forwarded-Host %q", tc.host, got)
+		}
+		c.conn.Close()
+		<-b.conns
+	}
+}
+
 // TestLargeMessageBoundedMemory pushes a 100 MiB message through the gateway in both
 // directions' worth of one frame and checks the heap stays small: payload moves in pooled
 // chunks, never buffered whole.
