@@ -230,10 +230,14 @@ func (h *handshake) prepare(req *http.Request) *refusal {
 	h.req = req
 	h.release = func() {}
 	h.ip, h.peer, h.prior = clientIP(h.conn.RemoteAddr(), req, h.lc.TrustedProxies)
+	path, ok := cleanPath(req.URL.Path)
+	if !ok {
+		return refuse(http.StatusBadRequest, "request path climbs above the root")
+	}
 	r := h.g.routes.Load()
-	h.rt = r.match(req.URL.Path, h.l.name)
+	h.rt = r.match(path, h.l.name)
 	if h.rt == nil {
-		return refuse(http.StatusNotFound, "no route for "+truncate(req.URL.Path, 200))
+		return refuse(http.StatusNotFound, "no route for "+truncate(path, 200))
 	}
 	if d := h.rt.Limits.HandshakeTimeout; d > 0 && d != h.cfg.Limits.HandshakeTimeout {
 		h.conn.SetDeadline(h.start.Add(d))
@@ -248,7 +252,7 @@ func (h *handshake) prepare(req *http.Request) *refusal {
 	}
 	h.release = release
 	u := *h.rt.Backend
-	u.Path = backendPath(h.rt, req.URL.Path)
+	u.Path = backendPath(h.rt, path)
 	u.RawPath = ""
 	switch {
 	case req.URL.RawQuery == "":

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"path"
 	"slices"
 	"strings"
 	"testing"
@@ -213,4 +214,56 @@ func isToken(s string) bool {
 		}
 	}
 	return s != ""
+}
+
+// FuzzCleanPath checks cleanPath against path.Clean: where it accepts a path, the result is
+// path.Clean's (plus the trailing "/" the path asked for), has no empty, "." or ".." segment,
+// and is its own cleaned form; it refuses a path only when its ".." segments climb above the
+// root, which path.Clean silently clamps.
+//
+//	go test -run '^$' -fuzz FuzzCleanPath ./gateway
+func FuzzCleanPath(f *testing.F) {
+	for _, p := range []string{"/", "/chat/room", "/a//b/./c/", "/a/b/..", "/a/../../b", "/..", "/.", "//", "*", "", "/a/.b/..c/", "/a/b/../"} {
+		f.Add(p)
+	}
+	f.Fuzz(func(t *testing.T, p string) {
+		clean, ok := cleanPath(p)
+		if !strings.HasPrefix(p, "/") {
+			if !ok || clean != p {
+				t.Fatalf("cleanPath(%q) = %q, %v: want it unchanged", p, clean, ok)
+			}
+			return
+		}
+		depth, climbs := 0, false
+		for _, seg := range strings.Split(p[1:], "/") {
+			switch seg {
+			case "", ".":
+			case "..":
+				depth--
+				climbs = climbs || depth < 0
+			default:
+				depth++
+			}
+		}
+		if ok == climbs {
+			t.Fatalf("cleanPath(%q) ok=%v, climbs above the root: %v", p, ok, climbs)
+		}
+		if !ok {
+			return
+		}
+		if want := path.Clean(p); strings.TrimSuffix(clean, "/") != strings.TrimSuffix(want, "/") && clean != want {
+			t.Fatalf("cleanPath(%q) = %q, path.Clean %q", p, clean, want)
+		}
+		if strings.Contains(clean, "//") || strings.Contains(clean, "/./") || strings.Contains(clean, "/../") ||
+			strings.HasSuffix(clean, "/.") || strings.HasSuffix(clean, "/..") {
+			t.Fatalf("cleanPath(%q) = %q: not clean", p, clean)
+		}
+		if again, _ := cleanPath(clean); again != clean {
+			t.Fatalf("cleanPath(%q) = %q, then %q", p, clean, again)
+		}
+		trailing := strings.HasSuffix(p, "/") || strings.HasSuffix(p, "/.") || strings.HasSuffix(p, "/..")
+		if clean != "/" && strings.HasSuffix(clean, "/") != trailing {
+			t.Fatalf("cleanPath(%q) = %q: trailing slash not kept as asked", p, clean)
+		}
+	})
 }

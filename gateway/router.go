@@ -53,6 +53,43 @@ func onListener(rt *config.Route, listener string) bool {
 	return len(rt.Listen) == 0 || slices.Contains(rt.Listen, listener)
 }
 
+// cleanPath returns the request path as routes see it, the way nginx normalizes a URI before
+// it matches locations: runs of "/" merged, "." segments dropped and ".." segments resolved,
+// a trailing "/" kept (also after a final "." or ".."). ok is false if a ".." would climb
+// above the root (a 400). Without it "/public/../admin/x" would match a route "/public/" and
+// reach the backend as it is, where "/admin/x" may be a route this listener must not serve.
+// A path that does not start with "/" ("*", or none) is returned as it is.
+func cleanPath(p string) (clean string, ok bool) {
+	if !strings.HasPrefix(p, "/") || !strings.Contains(p, "//") && !strings.Contains(p, "/./") &&
+		!strings.Contains(p, "/../") && !strings.HasSuffix(p, "/.") && !strings.HasSuffix(p, "/..") {
+		return p, true
+	}
+	segs := make([]string, 0, strings.Count(p, "/"))
+	rest := p[1:]
+	for {
+		seg, more, found := strings.Cut(rest, "/")
+		switch seg {
+		case "", ".":
+		case "..":
+			if len(segs) == 0 {
+				return "", false
+			}
+			segs = segs[:len(segs)-1]
+		default:
+			segs = append(segs, seg)
+		}
+		if !found {
+			break
+		}
+		rest = more
+	}
+	clean = "/" + strings.Join(segs, "/")
+	if len(segs) > 0 && (strings.HasSuffix(p, "/") || strings.HasSuffix(p, "/.") || strings.HasSuffix(p, "/..")) {
+		clean += "/"
+	}
+	return clean, true
+}
+
 // backendPath maps a request path onto the route's backend path (DESIGN.md, strip_prefix):
 // with strip_prefix the route's prefix is removed first; the remainder is appended to the
 // backend URL's path.

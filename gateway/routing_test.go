@@ -122,6 +122,53 @@ route "/strip" {
 	c2.conn.Close()
 }
 
+// TestPathNormalized: routes match the request path after "//", "." and ".." are resolved
+// (percent-encoded or not), as nginx's locations do, and the backend gets that path, so a
+// path cannot climb out of the route it matched into one its listener does not serve; a path
+// that climbs above the root is a 400.
+func TestPathNormalized(t *testing.T) {
+	b := newBackend(t)
+	g := startGateway(t, fmt.Sprintf(`
+listen "pub"  { address = "127.0.0.1:0" }
+listen "priv" { address = "127.0.0.1:0" }
+route "/public/" { backend = "ws://%[1]s/" }
+route "/admin/" {
+  backend = "ws://%[1]s/"
+  listen  = ["priv"]
+}
+`, b.addr()))
+	for _, tc := range []struct {
+		listener, path string
+		status         int
+		backendSees    string
+	}{
+		{"pub", "/public/../admin/x", 404, ""},
+		{"pub", "/public/%2e%2e/admin/x", 404, ""},
+		{"pub", "/public/a/..%2f..%2fadmin/x", 404, ""},
+		{"priv", "/public/../admin/x", 101, "/admin/x"},
+		{"pub", "/public//a/./b/", 101, "/public/a/b/"},
+		{"pub", "/public/a/..?q=1", 101, "/public/?q=1"},
+		{"pub", "/../public/x", 400, ""},
+		{"pub", "/public/../../x", 400, ""},
+	} {
+		c := dialRaw(t, g.Addr(tc.listener).String(), tc.path)
+		if c.resp.StatusCode != tc.status {
+			t.Fatalf("%s %s: status %d (%s), want %d", tc.listener, tc.path, c.resp.StatusCode, c.body(), tc.status)
+		}
+		if tc.status == 101 {
+			if got := b.next(t, "request").request.RequestURI; got != tc.backendSees {
+				t.Errorf("%s %s: backend saw %q, want %q", tc.listener, tc.path, got, tc.backendSees)
+			}
+			c.conn.Close()
+			<-b.conns
+		}
+	}
+	logs := g.log.String()
+	if !strings.Contains(logs, `"status":400`) || !strings.Contains(logs, "climbs above the root") {
+		t.Errorf("no log line for the 400: %s", logs)
+	}
+}
+
 // TestForwardedHostQuoted: the client's Host goes to the backend in X-Forwarded-Host as it
 // is and in Forwarded as a token or, when it is not one, a quoted-string (RFC 7239 section 4),
 // so that a Host holding ',', ';' or '=' (valid in a host name, RFC 3986 sub-delims) cannot add
