@@ -124,6 +124,10 @@ func readRequest(br *bufio.Reader, lim *headLimiter) (*http.Request, *refusal) {
 // checkUpgrade validates a request for a route against RFC 6455 section 4.2.1 and the
 // route's rules, in the order of DESIGN.md's handshake table.
 func checkUpgrade(req *http.Request, rt *config.Route, isTLS bool) *refusal {
+	if req.ProtoMajor != 1 {
+		// As net/http's server and nginx: "HTTP/2.0" or "HTTP/3.0" in an HTTP/1 request line.
+		return refuse(http.StatusHTTPVersionNotSupported, "HTTP version not supported")
+	}
 	if !httphdr.HasToken(req.Header, "Upgrade", "websocket") || !httphdr.HasToken(req.Header, "Connection", "upgrade") {
 		return refuse(http.StatusUpgradeRequired, "this route only speaks WebSocket", "Upgrade", "websocket", "Connection", "Upgrade")
 	}

@@ -22,8 +22,8 @@ import (
 // handshake's parsing and checks (readRequest, checkUpgrade) and, when they accept it, the
 // headers built for the backend (backendHeader). It checks that
 //   - nothing panics;
-//   - a refusal is a 400, 403, 426 or 431, and its answer (writeRefusal) parses back as that
-//     response with the reason as its body and nothing after it;
+//   - a refusal is a 400, 403, 426, 431 or 505, and its answer (writeRefusal) parses back as
+//     that response with the reason as its body and nothing after it;
 //   - an accepted request gives the backend only valid header fields (nothing a client sends
 //     can break the backend's request head), none of the hop-by-hop or handshake headers the
 //     gateway drops, no credentials when forward_auth is off, only allowed subprotocol
@@ -76,7 +76,8 @@ func FuzzClientHandshake(f *testing.F) {
 func checkRefusal(t *testing.T, ref *refusal) {
 	t.Helper()
 	switch ref.status {
-	case http.StatusBadRequest, http.StatusForbidden, http.StatusUpgradeRequired, http.StatusRequestHeaderFieldsTooLarge:
+	case http.StatusBadRequest, http.StatusForbidden, http.StatusUpgradeRequired, http.StatusRequestHeaderFieldsTooLarge,
+		http.StatusHTTPVersionNotSupported:
 	default:
 		t.Fatalf("refused with %d (%s)", ref.status, ref.reason)
 	}

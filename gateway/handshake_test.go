@@ -119,6 +119,21 @@ route "/nf404body" { backend = "ws://%[7]s/" }
 		}
 	})
 
+	t.Run("HTTP versions", func(t *testing.T) {
+		for version, want := range map[string]int{"HTTP/1.0": 400, "HTTP/2.0": 505, "HTTP/3.0": 505, "HTTP/1.2": 101} {
+			conn, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fmt.Fprintf(conn, "GET /echo %s\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n%s\r\n\r\n", version, origin)
+			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			conn.Close()
+			if err != nil || resp.StatusCode != want {
+				t.Errorf("%s: got %v %v, want %d", version, resp, err, want)
+			}
+		}
+	})
+
 	t.Run("headers too large", func(t *testing.T) {
 		c := dialRaw(t, addr, "/echo", origin, "X-Big: "+strings.Repeat("a", 32<<10))
 		if c.resp.StatusCode != 431 {
@@ -190,7 +205,7 @@ route "/nf404body" { backend = "ws://%[7]s/" }
 
 	// Every refusal above wrote one log line with its status and reason.
 	logs := g.log.String()
-	for _, want := range []string{`"status":404`, `"status":426`, `"status":400`, `"status":403`, `"status":431`, `"status":502`, `"status":503`, `"status":504`, `"status":429`} {
+	for _, want := range []string{`"status":404`, `"status":426`, `"status":400`, `"status":505`, `"status":403`, `"status":431`, `"status":502`, `"status":503`, `"status":504`, `"status":429`} {
 		if !strings.Contains(logs, want) {
 			t.Errorf("no refusal log line with %s", want)
 		}
